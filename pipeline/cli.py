@@ -1,0 +1,72 @@
+"""The ``hydromae`` command.
+
+Each subcommand lives in the module that owns its job and exposes ``configure(parser)``
+and ``run(args) -> int``. Modules are imported only when their command runs, so that
+``hydromae --help`` is quick and the package import graph (preprocessing -> pipeline <-
+training) stays as DESIGN.md draws it: the command line sits above all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("preprocessing.synth", "write synthetic Great Britain hydrology in the real file formats"),
+    "landmask": (
+        "preprocessing.landmask",
+        "derive the land mask from gridded NetCDF, or print a mask's patch table",
+    ),
+    "viz-mask": ("pipeline.viz", "draw the seed's mask visualization (red masked, green visible)"),
+    "demo": ("pipeline.demo", "run what exists end to end on the built-in synthetic default"),
+}
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"hydromae {name}",
+        description=(module.__doc__ or help_text).strip().splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.configure(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def run_command(name: str, argv: Sequence[str]) -> int:
+    """Run one subcommand with its arguments, as ``hydromae NAME ARGV...`` would."""
+    if name not in COMMANDS:
+        raise SystemExit(f"hydromae: unknown command {name!r}; known: {', '.join(COMMANDS)}")
+    args = build_parser(name).parse_args(list(argv))
+    run = args._run
+    del args._run
+    return int(run(args) or 0)
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: hydromae COMMAND [options]   (hydromae COMMAND --help for its options)", ""]
+    lines += [f"  {n:<{width}}  {h}" for n, (_, h) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    try:
+        return run_command(argv[0], argv[1:])
+    except (ValueError, FileNotFoundError) as err:
+        # bad input: one clear message, no traceback
+        print(f"hydromae {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

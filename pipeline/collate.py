@@ -1,0 +1,324 @@
+"""The seed's masking collate: stack samples, own NaN, draw the MAE masks.
+
+Input: a list of samples, each a dict in physical units with NaN kept (DESIGN.md,
+"One sample schema"):
+
+    precip, soil, temp       [T', N_in, p, p]   patches listed by ``patch_indices``
+                             or [T', H, W]      the seed's full grids (run through patchify)
+    evap, riverflow          [T']
+    static                   [A]                optional
+    catchment_weight         [N_in]             optional, aligned with the image patches
+    catchment_index          int                optional
+    doy                      [T'] int16         optional
+    start, sample_key        str                optional; sample_key keys the masks
+    weight                   float              optional (0 for evaluation padding)
+
+Samples longer than ``seq_len`` are truncated to their first ``seq_len`` days.
+
+Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
+
+    precip, soil, temp                   [B, T, N, p*p] float32  NaN and sea set to 0
+    precip_valid, soil_valid, temp_valid [B, T, N, p*p] bool     land and not missing
+    precip_mask, soil_mask, temp_mask    [B, T, P] bool          True = masked (valid patches only)
+    evap, riverflow                      [B, T] float32          NaN set to 0
+    evap_valid, riverflow_valid          [B, T] bool
+    evap_mask, riverflow_mask            [B, T] bool             True = masked day
+    valid_patch_indices                  [N] long                ascending patch numbers
+    static, static_valid                 [B, A] float32, bool
+    catchment_weight                     [B, N] float32
+    catchment_index [B] long, doy [B, T] int16, weight [B] float32, start, sample_key: lists
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.grid import PatchGrid, patchify
+from pipeline.landmask import PatchTable, load_land_mask, reference_mask_path
+from pipeline.masking import generator, key_seed, masked_count, top_mask
+
+IMAGE_MODALITIES = ("precip", "soil", "temp")
+VECTOR_MODALITIES = ("evap", "riverflow")
+MODALITIES = IMAGE_MODALITIES + VECTOR_MODALITIES
+MASK_MODES = ("unified", "independent")
+MODES = ("train", "val", "eval")
+
+
+class MultiScaleMaskedCollate:
+    """Collate samples into a masked batch, as ``../shared/seed/MASK_STRATEGY.md`` specifies.
+
+    Each day masks ``floor(N_valid * mask_ratio)`` valid patches (70 of 94) and each
+    sample masks ``floor(seq_len * mask_ratio)`` whole days of the vectors (67 of 90).
+    ``unified`` shares one image mask among the three image modalities and one day mask
+    between evaporation and riverflow; ``independent`` draws one per modality.
+
+    ``mode='train'``: masks keyed by (seed, epoch, sample_key); call :meth:`set_epoch`.
+    ``mode='eval'``: keyed by (seed, sample_key), identical in every evaluation.
+    ``mode='val'``: nothing masked. Samples without a ``sample_key`` draw from the
+    collate's own generator, seeded by (seed, epoch, DataLoader worker) in ``train`` and
+    restarted from (seed) at every call in ``eval``.
+    """
+
+    def __init__(
+        self,
+        seq_len: int = 90,
+        mask_ratio: float = 0.75,
+        patch_size: int = 10,
+        image_height: int = 290,
+        image_width: int = 180,
+        land_mask_path: str | Path | None = None,
+        land_threshold: float = 0.5,
+        mask_mode: str = "unified",
+        mode: str = "train",
+        seed: int = 0,
+        patch_indices: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        if not isinstance(seq_len, int) or seq_len <= 0:
+            raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+        if not (isinstance(mask_ratio, int | float) and 0.0 <= mask_ratio < 1.0):
+            raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio!r}")
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.grid = PatchGrid(image_height, image_width, patch_size)
+        self.seq_len, self.mask_ratio = seq_len, float(mask_ratio)
+        self.mask_mode, self.mode, self.seed = mask_mode, mode, int(seed)
+        self.epoch = 0
+        self._stream: torch.Generator | None = None
+
+        path = reference_mask_path() if land_mask_path is None else Path(land_mask_path)
+        self.land_mask = load_land_mask(path, self.grid)  # [H, W] bool
+        self.table = PatchTable.from_mask(self.land_mask, self.grid, land_threshold)
+        valid = self.table.valid_patch_indices  # [N_valid]
+        if valid.size == 0:
+            raise ValueError(f"land mask {path}: no patch is valid at land_threshold={land_threshold}")
+        self.valid_patch_indices = torch.from_numpy(valid)
+        self.num_valid = int(valid.size)
+
+        self.n_mask_patches = masked_count(self.num_valid, self.mask_ratio)
+        self.n_mask_days = masked_count(seq_len, self.mask_ratio)
+        if self.n_mask_patches >= self.num_valid or self.n_mask_days >= seq_len:
+            raise ValueError(
+                f"mask_ratio={mask_ratio} masks {self.n_mask_patches} of {self.num_valid} valid "
+                f"patches and {self.n_mask_days} of {seq_len} days: it must leave at least one "
+                "visible patch a day and one visible day"
+            )
+
+        self.patch_indices = self._check_patch_indices(patch_indices, valid)
+        # positions of the valid patches among the samples' patches (None: they are the same)
+        select = np.searchsorted(self.patch_indices, valid)
+        self._select = None if np.array_equal(self.patch_indices, valid) else torch.from_numpy(select)
+        land = patchify(self.land_mask, self.grid)[valid]  # [N_valid, p, p]
+        self._land_pixels = torch.from_numpy(land.reshape(self.num_valid, -1).copy())
+
+    def _check_patch_indices(self, patch_indices: Any, valid: np.ndarray) -> np.ndarray:
+        if patch_indices is None:
+            return valid
+        idx = np.asarray(patch_indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or np.any(np.diff(idx) <= 0):
+            raise ValueError("patch_indices must be non-empty, ascending and without repeats")
+        if idx[0] < 0 or idx[-1] >= self.grid.num_patches:
+            raise ValueError(
+                f"patch_indices must lie in [0, {self.grid.num_patches}), got {idx[0]}..{idx[-1]}"
+            )
+        missing = np.setdiff1d(valid, idx)
+        if missing.size:
+            raise ValueError(
+                f"patch_indices lack {missing.size} patch(es) valid at land_threshold="
+                f"{self.table.land_threshold}: {missing[:10].tolist()}"
+                f"{' ...' if missing.size > 10 else ''}"
+            )
+        return idx
+
+    # ------------------------------------------------------------------ masks
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the collate the epoch: ``train`` masks change with it."""
+        self.epoch = int(epoch)
+        self._stream = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_stream"] = None  # each process seeds its own stream (see _stream_generator)
+        return state
+
+    def _stream_generator(self) -> torch.Generator:
+        if self._stream is None:
+            info = torch.utils.data.get_worker_info()
+            worker = -1 if info is None else info.id
+            self._stream = generator(key_seed(self.seed, "stream", self.epoch, worker))
+        return self._stream
+
+    def _draws(self) -> tuple[int, int]:
+        """How many image and vector masks one sample draws."""
+        return (1, 1) if self.mask_mode == "unified" else (len(IMAGE_MODALITIES), len(VECTOR_MODALITIES))
+
+    def _noise(self, keys: Sequence[str | None], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform noise ``[B, D_img, T, N_valid]`` and ``[B, D_vec, T]``, float64."""
+        d_img, d_vec = self._draws()
+        b = len(keys)
+        img = torch.empty(b, d_img, seq_len, self.num_valid, dtype=torch.float64)
+        vec = torch.empty(b, d_vec, seq_len, dtype=torch.float64)
+        eval_stream = generator(key_seed(self.seed, "eval")) if self.mode == "eval" else None
+        if all(k is None for k in keys):
+            g = eval_stream or self._stream_generator()
+            torch.rand(img.shape, generator=g, dtype=torch.float64, out=img)
+            torch.rand(vec.shape, generator=g, dtype=torch.float64, out=vec)
+            return img, vec
+        for i, key in enumerate(keys):
+            if key is None:
+                g = eval_stream or self._stream_generator()
+            elif self.mode == "eval":
+                g = generator(key_seed(self.seed, "eval", key))
+            else:
+                g = generator(key_seed(self.seed, "train", self.epoch, key))
+            torch.rand(img[i].shape, generator=g, dtype=torch.float64, out=img[i])
+            torch.rand(vec[i].shape, generator=g, dtype=torch.float64, out=vec[i])
+        return img, vec
+
+    def _masks(self, keys: Sequence[str | None], seq_len: int) -> dict[str, torch.Tensor]:
+        b = len(keys)
+        if self.mode == "val":
+            img = torch.zeros(b, 1, seq_len, self.grid.num_patches, dtype=torch.bool)
+            vec = torch.zeros(b, 1, seq_len, dtype=torch.bool)
+        else:
+            img_noise, vec_noise = self._noise(keys, seq_len)
+            img = top_mask(  # [B, D_img, T, N_patches]
+                img_noise, self.n_mask_patches, self.valid_patch_indices, self.grid.num_patches
+            )
+            vec = top_mask(vec_noise, masked_count(seq_len, self.mask_ratio))  # [B, D_vec, T]
+        out = {}
+        for j, name in enumerate(IMAGE_MODALITIES):
+            out[f"{name}_mask"] = img[:, min(j, img.shape[1] - 1)]
+        for j, name in enumerate(VECTOR_MODALITIES):
+            out[f"{name}_mask"] = vec[:, min(j, vec.shape[1] - 1)]
+        return out
+
+    def generate_masks(self, batch_size: int, seq_len: int | None = None) -> dict[str, torch.Tensor]:
+        """The five ``*_mask`` tensors alone, from the collate's own generator.
+
+        Returns ``{precip,soil,temp}_mask: [B, T, N_patches]`` and
+        ``{evap,riverflow}_mask: [B, T]``, bool, True = masked.
+        """
+        seq_len = self.seq_len if seq_len is None else seq_len
+        if masked_count(seq_len, self.mask_ratio) >= seq_len:
+            raise ValueError(f"mask_ratio={self.mask_ratio} leaves no visible day of {seq_len}")
+        return self._masks([None] * batch_size, seq_len)
+
+    # ------------------------------------------------------------------ data
+    def _where(self, sample: dict[str, Any], index: int) -> str:
+        key = sample.get("sample_key")
+        return f"sample {key!r}" if key is not None else f"sample {index} of the batch"
+
+    def _days(self, x: torch.Tensor, where: str, name: str) -> torch.Tensor:
+        if x.shape[0] < self.seq_len:
+            raise ValueError(
+                f"{where}: {name!r} has {x.shape[0]} days, fewer than seq_len={self.seq_len}"
+            )
+        return x[: self.seq_len]
+
+    def _image(self, sample: dict[str, Any], name: str, where: str) -> torch.Tensor:
+        """One sample's image as ``[T, N_valid, p*p]`` (a view where it can be)."""
+        x = torch.as_tensor(sample[name])
+        p = self.grid.patch_size
+        if x.ndim == 3:  # the seed's full grid [T', H, W]
+            self.grid.check_shape(tuple(x.shape), f"{where}: {name!r}")
+            x = patchify(self._days(x, where, name), self.grid)[:, self.valid_patch_indices]
+        elif x.ndim == 4:  # patches [T', N_in, p, p]
+            if tuple(x.shape[1:]) != (len(self.patch_indices), p, p):
+                raise ValueError(
+                    f"{where}: {name!r} has shape {tuple(x.shape)}, expected "
+                    f"[T, {len(self.patch_indices)}, {p}, {p}] (patch_indices) or [T, "
+                    f"{self.grid.height}, {self.grid.width}]"
+                )
+            x = self._days(x, where, name)
+            if self._select is not None:
+                x = x[:, self._select]
+        else:
+            raise ValueError(
+                f"{where}: {name!r} has {x.ndim} dims {tuple(x.shape)}; expected [T, N, p, p] "
+                "or [T, H, W]"
+            )
+        return x.reshape(self.seq_len, self.num_valid, p * p)
+
+    def _vector(self, sample: dict[str, Any], name: str, where: str) -> torch.Tensor:
+        x = torch.as_tensor(sample[name])
+        if x.ndim != 1:
+            raise ValueError(f"{where}: {name!r} has shape {tuple(x.shape)}, expected [T]")
+        return self._days(x, where, name)
+
+    @staticmethod
+    def _stack_finite(
+        parts: list[torch.Tensor], land: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack into float32, mark valid (finite, and land where given), zero the rest."""
+        out = torch.empty((len(parts), *parts[0].shape), dtype=torch.float32)
+        for i, part in enumerate(parts):
+            out[i].copy_(part)
+        valid = torch.isfinite(out)
+        if land is not None:
+            valid &= land
+        out.masked_fill_(~valid, 0.0)
+        return out, valid
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if len(samples) == 0:
+            raise ValueError("cannot collate an empty list of samples")
+        wheres = [self._where(s, i) for i, s in enumerate(samples)]
+        for s, where in zip(samples, wheres, strict=True):
+            missing = [m for m in MODALITIES if m not in s]
+            if missing:
+                raise ValueError(f"{where} lacks modality(ies) {missing}")
+        batch: dict[str, Any] = {}
+        for name in IMAGE_MODALITIES:
+            parts = [self._image(s, name, w) for s, w in zip(samples, wheres, strict=True)]
+            batch[name], batch[f"{name}_valid"] = self._stack_finite(parts, self._land_pixels)
+        for name in VECTOR_MODALITIES:
+            parts = [self._vector(s, name, w) for s, w in zip(samples, wheres, strict=True)]
+            batch[name], batch[f"{name}_valid"] = self._stack_finite(parts)
+        batch.update(self._masks([s.get("sample_key") for s in samples], self.seq_len))
+        batch["valid_patch_indices"] = self.valid_patch_indices
+        batch.update(self._extras(samples, wheres))
+        return batch
+
+    def _extras(self, samples: Sequence[dict[str, Any]], wheres: list[str]) -> dict[str, Any]:
+        """Stack the optional per-sample fields; every sample must carry the same ones."""
+        out: dict[str, Any] = {}
+        keys = set(samples[0]) - set(MODALITIES)
+        for s, where in zip(samples, wheres, strict=True):
+            if set(s) - set(MODALITIES) != keys:
+                raise ValueError(
+                    f"{where} has fields {sorted(set(s) - set(MODALITIES))}, but the first "
+                    f"sample has {sorted(keys)}: samples of one batch must carry the same fields"
+                )
+        for key in sorted(keys):
+            values = [s[key] for s in samples]
+            if key == "static":
+                out["static"], out["static_valid"] = self._stack_finite(
+                    [torch.as_tensor(v) for v in values]
+                )
+            elif key == "catchment_weight":
+                w = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
+                if w.shape[1] != len(self.patch_indices):
+                    raise ValueError(
+                        f"catchment_weight has {w.shape[1]} patches, expected "
+                        f"{len(self.patch_indices)} (patch_indices)"
+                    )
+                w = w if self._select is None else w[:, self._select]
+                out[key] = torch.nan_to_num(w, nan=0.0)
+            elif key == "doy":
+                out[key] = torch.stack(
+                    [torch.as_tensor(v)[: self.seq_len].to(torch.int16) for v in values]
+                )
+            elif key == "catchment_index":
+                out[key] = torch.as_tensor(np.asarray(values, dtype=np.int64))
+            elif key == "weight":
+                out[key] = torch.as_tensor(np.asarray(values, dtype=np.float32))
+            else:  # start, sample_key and anything else travel as lists
+                out[key] = values
+        return out

@@ -1,0 +1,147 @@
+"""Typed configuration: dataclasses loaded from TOML, with command-line flags on top.
+
+Every command describes its settings as one dataclass. Each field becomes a flag
+(``--field-name``, or the flag named in ``field(metadata={"flag": ...})``) whose help
+text shows the default; ``--config FILE`` loads a TOML file whose keys are the field
+names; flags given on the command line override the file, and the file overrides the
+defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_SCALARS = (int, float, str, Path)
+
+
+def _field_kind(tp: Any) -> tuple[type, bool, bool]:
+    """Return (scalar type, is_list, is_optional) for a field annotation."""
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported config annotation {tp!r}")
+        tp, optional = args[0], True
+        origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        (inner, *_rest) = typing.get_args(tp)
+        return inner, True, optional
+    if tp is bool or tp in _SCALARS:
+        return tp, False, optional
+    raise TypeError(f"unsupported config annotation {tp!r}")
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per dataclass field, plus ``--config``; defaults stay in the dataclass."""
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML file with these settings (flags win)"
+    )
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        scalar, is_list, _optional = _field_kind(hints[f.name])
+        default = _default_of(f)
+        help_text = f.metadata.get("help", "")
+        shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f"{help_text} ({shown})" if help_text else f"({shown})",
+        }
+        if scalar is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = scalar
+            if is_list:
+                kwargs["nargs"] = "+"
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+            kwargs["metavar"] = f.metadata.get("metavar")
+        parser.add_argument(flag_name(f), **kwargs)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    scalar, is_list, optional = _field_kind(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{where}: a value is required")
+    if is_list:
+        if isinstance(value, str | Path) or not isinstance(value, list | tuple):
+            value = [value]
+        return [_coerce_scalar(v, scalar, where) for v in value]
+    return _coerce_scalar(value, scalar, where)
+
+
+def _coerce_scalar(value: Any, scalar: type, where: str) -> Any:
+    if scalar is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if scalar is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if scalar is Path and isinstance(value, str):
+        return Path(value)
+    if not isinstance(value, scalar):
+        raise ValueError(f"{where}: expected {scalar.__name__}, got {value!r}")
+    return value
+
+
+def load(cls: type[T], config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """Build ``cls`` from its defaults, then ``config_file`` (TOML), then ``overrides``."""
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as fh:
+                table = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ValueError(f"config file {config_file} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config file {config_file} is not valid TOML: {err}") from None
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise ValueError(
+                    f"config file {config_file}: unknown key {key!r}; "
+                    f"known keys: {', '.join(sorted(names))}"
+                )
+            values[name] = _coerce(value, hints[name], f"config file {config_file}, key {key!r}")
+    for name, value in (overrides or {}).items():
+        if name in names:
+            values[name] = _coerce(value, hints[name], f"option {name!r}")
+    missing = [
+        flag_name(f)
+        for f in dataclasses.fields(cls)
+        if _default_of(f) is dataclasses.MISSING and f.name not in values
+    ]
+    if missing:
+        raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+    return cls(**values)
+
+
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Build ``cls`` from parsed arguments made by :func:`add_arguments`."""
+    given = {k: v for k, v in vars(args).items() if k != "config"}
+    return load(cls, getattr(args, "config", None), given)

@@ -1,0 +1,49 @@
+"""Mask draws: exact counts, exactly uniform, keyed so that they resume.
+
+A draw gives every candidate (a valid patch on one day, or a day of a series) an
+independent uniform noise value in float64 and masks the ``n_mask`` largest. The
+masked set is then a uniformly random ``n_mask``-subset (the noise is exchangeable;
+ties have probability below 1e-12), and the count is exact by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+COUNT_TOLERANCE = 1e-9
+
+
+def masked_count(n: int, mask_ratio: float) -> int:
+    """``floor(n * mask_ratio)`` with a small tolerance, so that ``0.29 * 100`` gives 29."""
+    return int(math.floor(n * mask_ratio + COUNT_TOLERANCE))
+
+
+def key_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (same in every process, unlike ``hash``)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+def generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def top_mask(
+    noise: torch.Tensor, n_mask: int, columns: torch.Tensor | None = None, width: int | None = None
+) -> torch.Tensor:
+    """Mask the ``n_mask`` largest noise values of each row: ``[..., N] -> [..., width]`` bool.
+
+    Row position ``i`` lands in column ``columns[i]`` (default: ``i``, ``width = N``), so
+    that a draw over the valid patches is placed straight onto all the grid's patches.
+    """
+    width = noise.shape[-1] if width is None else width
+    mask = torch.zeros((*noise.shape[:-1], width), dtype=torch.bool)
+    if n_mask > 0:
+        idx = noise.topk(n_mask, dim=-1, sorted=False).indices  # [..., n_mask]
+        mask.scatter_(-1, idx if columns is None else columns[idx], True)
+    return mask

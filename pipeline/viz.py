@@ -1,0 +1,169 @@
+"""Draw the seed's mask visualization: red masked, green visible, ocean never touched.
+
+``hydromae viz-mask --mask FILE --out mask_visualization_with_legend.png`` draws, for
+one sample of one masking collate: the image mask over days x valid patches, its
+spatial pattern on the patch grid for a few days (with the coastline), and the day mask
+of the two vector modalities, with a legend.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import config
+from pipeline.collate import IMAGE_MODALITIES, MASK_MODES, VECTOR_MODALITIES, MultiScaleMaskedCollate
+
+RED, GREEN, OCEAN = "#d62728", "#2ca02c", "#dbe9f6"
+
+
+@dataclass
+class VizMaskConfig:
+    mask: Path | None = field(
+        default=None,
+        metadata={"metavar": "FILE", "help": "land mask .npy/.pt (default: packaged GB mask)"},
+    )
+    out: Path = field(
+        default=Path("mask_visualization_with_legend.png"), metadata={"metavar": "PNG"}
+    )
+    seq_len: int = 90
+    mask_ratio: float = 0.75
+    patch_size: int = 10
+    land_threshold: float = 0.5
+    mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    seed: int = 0
+    days: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4], metadata={"help": "days (1-based) to map"}
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser, VizMaskConfig)
+
+
+def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> Path:
+    """Draw one sample's masks from ``collate.generate_masks`` into ``out`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    grid, seq_len = collate.grid, collate.seq_len
+    masks = {k: v[0].numpy() for k, v in collate.generate_masks(1).items()}
+    valid = collate.valid_patch_indices.numpy()
+    cmap = ListedColormap([GREEN, RED, OCEAN])  # 0 visible, 1 masked, 2 ocean
+    days = [d for d in days if 1 <= d <= seq_len] or [1]
+
+    fig = plt.figure(figsize=(4 + 2.6 * len(days), 9.5), layout="constrained")
+    top, mid, bottom = fig.subfigures(3, 1, height_ratios=[3.2, 3.6, 1.3])
+
+    # 1. image mask over time: valid patches x days
+    image = masks["precip_mask"][:, valid].T.astype(int)  # [N_valid, T]
+    ax = top.subplots()
+    ax.imshow(
+        image,
+        aspect="auto",
+        cmap=cmap,
+        vmin=0,
+        vmax=2,
+        interpolation="nearest",
+        extent=(0.5, seq_len + 0.5, valid.size + 0.5, 0.5),
+    )
+    ax.set_xlabel("day of the window")
+    ax.set_ylabel(f"valid patch (of {valid.size})")
+    counts = masks["precip_mask"].sum(axis=1)
+    ax.set_title(
+        f"Image mask ({collate.mask_mode}): {counts.min()} of {valid.size} valid patches masked "
+        f"each day, a new draw every day"
+    )
+
+    # 2. spatial pattern on the patch grid for a few days, coastline on top
+    axes = np.atleast_1d(mid.subplots(1, len(days)))
+    extent = (0, grid.width, 0, grid.height)
+    for ax, day in zip(axes, days, strict=True):
+        state = np.full(grid.num_patches, 2)
+        state[valid] = masks["precip_mask"][day - 1, valid].astype(int)
+        ax.imshow(
+            state.reshape(grid.rows, grid.cols),
+            origin="lower",
+            extent=extent,
+            cmap=cmap,
+            vmin=0,
+            vmax=2,
+            interpolation="nearest",
+        )
+        ax.contour(
+            np.arange(grid.width) + 0.5,
+            np.arange(grid.height) + 0.5,
+            collate.land_mask.astype(float),
+            levels=[0.5],
+            colors="k",
+            linewidths=0.5,
+        )
+        ax.set_title(f"day {day}: {int(masks['precip_mask'][day - 1].sum())} masked")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    mid.suptitle("Spatial pattern: patches masked on single days (north up)")
+
+    # 3. vector masks: masked days per series
+    vec = np.stack([masks[f"{m}_mask"] for m in VECTOR_MODALITIES]).astype(int)  # [2, T]
+    ax = bottom.subplots()
+    ax.imshow(
+        vec,
+        aspect="auto",
+        cmap=cmap,
+        vmin=0,
+        vmax=2,
+        interpolation="nearest",
+        extent=(0.5, seq_len + 0.5, len(VECTOR_MODALITIES) - 0.5, -0.5),
+    )
+    ax.set_yticks(range(len(VECTOR_MODALITIES)), [m.capitalize() for m in VECTOR_MODALITIES])
+    ax.set_xlabel("day of the window")
+    ax.set_title(
+        f"Vector mask: {int(vec[0].sum())} of {seq_len} days masked entirely, "
+        f"{seq_len - int(vec[0].sum())} visible"
+    )
+    fig.legend(
+        handles=[
+            Patch(color=RED, label="masked (decoder predicts)"),
+            Patch(color=GREEN, label="visible (encoder input)"),
+            Patch(color=OCEAN, label="ocean patch (never used)"),
+        ],
+        loc="outside lower center",
+        ncols=3,
+    )
+    fig.suptitle(
+        f"Multi-modal MAE masks: {', '.join(IMAGE_MODALITIES)} share the image mask"
+        if collate.mask_mode == "unified"
+        else "Multi-modal MAE masks (independent: precipitation shown)"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config.from_args(VizMaskConfig, args)
+    from pipeline.landmask import load_land_mask, reference_mask_path
+
+    mask_path = cfg.mask or reference_mask_path()
+    height, width = load_land_mask(mask_path).shape
+    collate = MultiScaleMaskedCollate(
+        seq_len=cfg.seq_len,
+        mask_ratio=cfg.mask_ratio,
+        patch_size=cfg.patch_size,
+        image_height=height,
+        image_width=width,
+        land_mask_path=mask_path,
+        land_threshold=cfg.land_threshold,
+        mask_mode=cfg.mask_mode,
+        seed=cfg.seed,
+    )
+    print(f"wrote {draw_masks(collate, cfg.out, cfg.days)}")
+    return 0
