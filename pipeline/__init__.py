@@ -4,7 +4,12 @@
 preprocessing that writes data and the training that reads it cannot drift apart.
 """
 
-from pipeline.collate import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES, MultiScaleMaskedCollate
+from pipeline.collate import (
+    IMAGE_MODALITIES,
+    MODALITIES,
+    VECTOR_MODALITIES,
+    MultiScaleMaskedCollate,
+)
 from pipeline.grid import PatchGrid, patchify, unpatchify
 from pipeline.landmask import PatchTable, load_land_mask, reference_mask_path, save_land_mask
 

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("preprocessing.synth", "write synthetic Great Britain hydrology in the real file formats"),
+    "synth": (
+        "preprocessing.synth",
+        "write synthetic Great Britain hydrology in the real file formats",
+    ),
     "landmask": (
         "preprocessing.landmask",
         "derive the land mask from gridded NetCDF, or print a mask's patch table",

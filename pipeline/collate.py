@@ -47,6 +47,7 @@ VECTOR_MODALITIES = ("evap", "riverflow")
 MODALITIES = IMAGE_MODALITIES + VECTOR_MODALITIES
 MASK_MODES = ("unified", "independent")
 MODES = ("train", "val", "eval")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 class MultiScaleMaskedCollate:
@@ -81,7 +82,10 @@ class MultiScaleMaskedCollate:
         if not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
         if not (isinstance(mask_ratio, int | float) and 0.0 <= mask_ratio < 1.0):
-            raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio!r}")
+            raise ValueError(
+                f"mask_ratio must lie in [0, 1), got {mask_ratio!r} (a ratio of 1 or more "
+                "leaves no visible patch)"
+            )
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
         if mode not in MODES:
@@ -97,7 +101,9 @@ class MultiScaleMaskedCollate:
         self.table = PatchTable.from_mask(self.land_mask, self.grid, land_threshold)
         valid = self.table.valid_patch_indices  # [N_valid]
         if valid.size == 0:
-            raise ValueError(f"land mask {path}: no patch is valid at land_threshold={land_threshold}")
+            raise ValueError(
+                f"land mask {path}: no patch is valid at land_threshold={land_threshold}"
+            )
         self.valid_patch_indices = torch.from_numpy(valid)
         self.num_valid = int(valid.size)
 
@@ -113,7 +119,9 @@ class MultiScaleMaskedCollate:
         self.patch_indices = self._check_patch_indices(patch_indices, valid)
         # positions of the valid patches among the samples' patches (None: they are the same)
         select = np.searchsorted(self.patch_indices, valid)
-        self._select = None if np.array_equal(self.patch_indices, valid) else torch.from_numpy(select)
+        self._select = (
+            None if np.array_equal(self.patch_indices, valid) else torch.from_numpy(select)
+        )
         land = patchify(self.land_mask, self.grid)[valid]  # [N_valid, p, p]
         self._land_pixels = torch.from_numpy(land.reshape(self.num_valid, -1).copy())
 
@@ -156,7 +164,11 @@ class MultiScaleMaskedCollate:
 
     def _draws(self) -> tuple[int, int]:
         """How many image and vector masks one sample draws."""
-        return (1, 1) if self.mask_mode == "unified" else (len(IMAGE_MODALITIES), len(VECTOR_MODALITIES))
+        return (
+            (1, 1)
+            if self.mask_mode == "unified"
+            else (len(IMAGE_MODALITIES), len(VECTOR_MODALITIES))
+        )
 
     def _noise(self, keys: Sequence[str | None], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Uniform noise ``[B, D_img, T, N_valid]`` and ``[B, D_vec, T]``, float64."""
@@ -199,7 +211,9 @@ class MultiScaleMaskedCollate:
             out[f"{name}_mask"] = vec[:, min(j, vec.shape[1] - 1)]
         return out
 
-    def generate_masks(self, batch_size: int, seq_len: int | None = None) -> dict[str, torch.Tensor]:
+    def generate_masks(
+        self, batch_size: int, seq_len: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """The five ``*_mask`` tensors alone, from the collate's own generator.
 
         Returns ``{precip,soil,temp}_mask: [B, T, N_patches]`` and
@@ -260,7 +274,9 @@ class MultiScaleMaskedCollate:
         out = torch.empty((len(parts), *parts[0].shape), dtype=torch.float32)
         for i, part in enumerate(parts):
             out[i].copy_(part)
-        valid = torch.isfinite(out)
+        # finite: two comparisons are several times faster than torch.isfinite on the CPU
+        valid = out >= -FLOAT32_MAX
+        valid &= out <= FLOAT32_MAX
         if land is not None:
             valid &= land
         out.masked_fill_(~valid, 0.0)

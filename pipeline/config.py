@@ -107,7 +107,9 @@ def _coerce_scalar(value: Any, scalar: type, where: str) -> Any:
     return value
 
 
-def load(cls: type[T], config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> T:
+def load(
+    cls: type[T], config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> T:
     """Build ``cls`` from its defaults, then ``config_file`` (TOML), then ``overrides``."""
     values: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}

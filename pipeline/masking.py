@@ -18,7 +18,7 @@ COUNT_TOLERANCE = 1e-9
 
 def masked_count(n: int, mask_ratio: float) -> int:
     """``floor(n * mask_ratio)`` with a small tolerance, so that ``0.29 * 100`` gives 29."""
-    return int(math.floor(n * mask_ratio + COUNT_TOLERANCE))
+    return math.floor(n * mask_ratio + COUNT_TOLERANCE)
 
 
 def key_seed(*parts: object) -> int:
@@ -45,5 +45,7 @@ def top_mask(
     mask = torch.zeros((*noise.shape[:-1], width), dtype=torch.bool)
     if n_mask > 0:
         idx = noise.topk(n_mask, dim=-1, sorted=False).indices  # [..., n_mask]
-        mask.scatter_(-1, idx if columns is None else columns[idx], True)
+        if columns is not None:
+            idx = columns.index_select(0, idx.reshape(-1)).view(idx.shape)
+        mask.scatter_(-1, idx, True)
     return mask

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.collate import IMAGE_MODALITIES, MASK_MODES, VECTOR_MODALITIES, MultiScaleMaskedCollate
+from pipeline.collate import (
+    IMAGE_MODALITIES,
+    MASK_MODES,
+    VECTOR_MODALITIES,
+    MultiScaleMaskedCollate,
+)
 
 RED, GREEN, OCEAN = "#d62728", "#2ca02c", "#dbe9f6"
 

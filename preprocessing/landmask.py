@@ -1,4 +1,4 @@
-"""Derive the land mask from gridded NetCDF (cells valid on every day), or print a mask's patch table.
+"""Derive the land mask from gridded NetCDF (cells valid every day), or print a patch table.
 
 ``hydromae landmask --from FILE [FILE ...] --var tas --out DIR`` writes ``DIR/land_mask.npy``
 and ``DIR/land_mask.pt`` (bool ``[H, W]``, True = land: the seed's ``gb_temp_valid_mask``)
@@ -23,7 +23,11 @@ from preprocessing.gridfile import valid_everywhere
 class LandmaskConfig:
     from_files: list[str] = field(
         default_factory=list,
-        metadata={"flag": "--from", "metavar": "FILE", "help": "NetCDF files or globs to derive from"},
+        metadata={
+            "flag": "--from",
+            "metavar": "FILE",
+            "help": "NetCDF files or globs to derive from",
+        },
     )
     var: str = field(default="tas", metadata={"help": "variable whose valid cells are land"})
     out: Path | None = field(

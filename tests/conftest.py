@@ -1,0 +1,73 @@
+"""Shared fixtures: a small grid with a hand-made coast, and HadUK-Grid-style NetCDF files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+
+SMALL_H, SMALL_W, SMALL_P = 40, 30, 10  # 4 x 3 = 12 patches
+
+
+def small_land_mask() -> np.ndarray:
+    """``[40, 30]`` bool mask whose 12 patches have known land fractions.
+
+    Patch (row-major) land cells: 0: 100, 1: 50, 2: 49, 3: 0, 4: 100, 5: 75,
+    6: 1, 7: 100, 8: 0, 9: 60, 10: 100, 11: 0  -> valid at 0.5: 0, 1, 4, 5, 7, 9, 10.
+    """
+    counts = [100, 50, 49, 0, 100, 75, 1, 100, 0, 60, 100, 0]
+    mask = np.zeros((SMALL_H, SMALL_W), dtype=bool)
+    for patch, n in enumerate(counts):
+        r, c = divmod(patch, SMALL_W // SMALL_P)
+        block = np.zeros(SMALL_P * SMALL_P, dtype=bool)
+        block[:n] = True
+        mask[r * SMALL_P : (r + 1) * SMALL_P, c * SMALL_P : (c + 1) * SMALL_P] = block.reshape(
+            SMALL_P, SMALL_P
+        )
+    return mask
+
+
+SMALL_VALID = [0, 1, 4, 5, 7, 9, 10]
+
+
+@pytest.fixture
+def small_mask_path(tmp_path: Path) -> Path:
+    path = tmp_path / "small_mask.npy"
+    np.save(path, small_land_mask())
+    return path
+
+
+def write_haduk_file(
+    path: Path,
+    var: str,
+    data: np.ndarray,
+    first_day: int = 0,
+    x0: float = -197500.0,
+    y0: float = -197500.0,
+) -> Path:
+    """Write ``data [time, y, x]`` (NaN = sea) the way HadUK-Grid does: float64, fill 1e20."""
+    days, height, width = data.shape
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("projection_y_coordinate", height)
+        ds.createDimension("projection_x_coordinate", width)
+        t = ds.createVariable("time", "i8", ("time",))
+        t.units, t.calendar = "hours since 1800-01-01 00:00:00", "standard"
+        t[:] = 1753152 + 24 * (first_day + np.arange(days)) + 12  # 2000-01-01 12:00 onwards
+        y = ds.createVariable("projection_y_coordinate", "f8", ("projection_y_coordinate",))
+        y.units = "m"
+        y[:] = y0 + 5000.0 * np.arange(height)
+        x = ds.createVariable("projection_x_coordinate", "f8", ("projection_x_coordinate",))
+        x.units = "m"
+        x[:] = x0 + 5000.0 * np.arange(width)
+        v = ds.createVariable(
+            var,
+            "f8",
+            ("time", "projection_y_coordinate", "projection_x_coordinate"),
+            fill_value=1e20,
+        )
+        v.units = "degC"
+        v[:] = np.ma.masked_invalid(data)
+    return path
