@@ -23,6 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "preprocessing.landmask",
         "derive the land mask from gridded NetCDF, or print a mask's patch table",
     ),
+    "preprocess": (
+        "preprocessing.job",
+        "raw NetCDF grids and catchment series to a Zarr store and WebDataset shards",
+    ),
+    "inspect": ("pipeline.inspect", "summarise a dataset directory and validate its checksums"),
     "viz-mask": ("pipeline.viz", "draw the seed's mask visualization (red masked, green visible)"),
     "demo": ("pipeline.demo", "run what exists end to end on the built-in synthetic default"),
 }

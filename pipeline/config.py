@@ -4,7 +4,8 @@ Every command describes its settings as one dataclass. Each field becomes a flag
 (``--field-name``, or the flag named in ``field(metadata={"flag": ...})``) whose help
 text shows the default; ``--config FILE`` loads a TOML file whose keys are the field
 names; flags given on the command line override the file, and the file overrides the
-defaults.
+defaults. Fields marked ``metadata={"path": True}`` hold paths or globs: given in a TOML
+file they are relative to that file's directory, given as flags to the working directory.
 """
 
 from __future__ import annotations
@@ -55,11 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = _default_of(f)
         help_text = f.metadata.get("help", "")
         shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
+        flag = flag_name(f)
         kwargs: dict[str, Any] = {
-            "dest": f.name,
             "default": argparse.SUPPRESS,
             "help": f"{help_text} ({shown})" if help_text else f"({shown})",
         }
+        if flag.startswith("-"):
+            kwargs["dest"] = f.name
+        else:  # a positional argument; optional here so that a config file may give it
+            kwargs["nargs"] = "?"
         if scalar is bool and not is_list:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -69,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
             kwargs["metavar"] = f.metadata.get("metavar")
-        parser.add_argument(flag_name(f), **kwargs)
+        parser.add_argument(flag, **kwargs)
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -122,6 +127,8 @@ def load(
             raise ValueError(f"config file {config_file} does not exist") from None
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"config file {config_file} is not valid TOML: {err}") from None
+        relative = {f.name for f in dataclasses.fields(cls) if f.metadata.get("path")}
+        base = Path(config_file).parent
         for key, value in table.items():
             name = key.replace("-", "_")
             if name not in names:
@@ -129,7 +136,10 @@ def load(
                     f"config file {config_file}: unknown key {key!r}; "
                     f"known keys: {', '.join(sorted(names))}"
                 )
-            values[name] = _coerce(value, hints[name], f"config file {config_file}, key {key!r}")
+            value = _coerce(value, hints[name], f"config file {config_file}, key {key!r}")
+            if name in relative:  # paths in a config file are relative to that file
+                value = _rebase(value, base)
+            values[name] = value
     for name, value in (overrides or {}).items():
         if name in names:
             values[name] = _coerce(value, hints[name], f"option {name!r}")
@@ -141,6 +151,16 @@ def load(
     if missing:
         raise ValueError(f"missing required setting(s): {', '.join(missing)}")
     return cls(**values)
+
+
+def _rebase(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_rebase(v, base) for v in value]
+    if value is None:
+        return None
+    if Path(str(value)).is_absolute():
+        return value
+    return type(value)(base / str(value))
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:

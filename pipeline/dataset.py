@@ -1,0 +1,101 @@
+"""The dataset directory that ``hydromae preprocess`` writes and the loader reads.
+
+    DIR/manifest.json        what is in the directory (written last; see below)
+    DIR/land_mask.npy, .pt   bool [H, W], True = land
+    DIR/store.zarr           Zarr v3: images (time, patch, py, px) over every patch with land,
+                             vectors (time, catchment), static (catchment, attribute),
+                             catchment_patch_weight (catchment, patch); physical units
+    DIR/shards/{split}-{000000}.tar
+                             WebDataset shards, one sample per window: {key}.precip.npy,
+                             .soil.npy, .temp.npy [T, N_valid, p, p]; .evap.npy,
+                             .riverflow.npy [T, C]; .meta.json
+
+This module owns the names, the member encoding and the manifest's reading, so that the
+writer (``preprocessing``) and the reader (``pipeline``) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+STORE = "store.zarr"
+SHARDS = "shards"
+LAND_MASK_NPY = "land_mask.npy"
+LAND_MASK_PT = "land_mask.pt"
+SPLITS = ("train", "val", "test")
+IMAGE_VARS = ("precip", "soil", "temp")
+VECTOR_VARS = ("evap", "riverflow")
+CRS = "EPSG:27700"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def window_key(start: dt.date) -> str:
+    """The WebDataset ``__key__`` of the window starting on ``start``: ``YYYYMMDD``."""
+    return start.strftime("%Y%m%d")
+
+
+def sample_key(start: dt.date, gauge_id: str) -> str:
+    """The unique key of one (window, catchment) sample: ``YYYYMMDD-{gauge_id}``."""
+    return f"{window_key(start)}-{gauge_id}"
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """``.npy`` bytes of an array (no pickles), identical for identical arrays."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_json(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, fixed separators, trailing newline."""
+    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a finished dataset directory; a clear error for anything else."""
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{directory}: no {MANIFEST}: not a hydromae dataset, or its preprocessing has not "
+            "finished (run hydromae preprocess again to complete it)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {version!r}, this hydromae reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every day from ``start`` to ``end``, both included."""
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -1,0 +1,94 @@
+"""Normalisation: a per-variable transform, then (x - mean) / std.
+
+Statistics come from the manifest (float64, training period only, land pixels only,
+NaN-aware). The data on disk stay in physical units; the model applies the
+:class:`Normalizer` on its own device, saves it in every checkpoint, and inverts it to
+report errors in physical units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+TRANSFORMS = ("none", "log1p")
+
+
+@dataclass(frozen=True)
+class VariableStats:
+    """Statistics of one variable after its transform."""
+
+    transform: str  # "none" or "log1p"
+    mean: float
+    std: float
+    count: int = 0  # values that entered the statistics
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {self.transform!r}; known: {TRANSFORMS}")
+        if not (np.isfinite(self.mean) and np.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"statistics need a finite mean and a positive std, got {self}")
+
+
+def _forward(x: Array, transform: str) -> Array:
+    if transform == "log1p":
+        return torch.log1p(x) if isinstance(x, torch.Tensor) else np.log1p(x)
+    return x
+
+
+def _inverse(x: Array, transform: str) -> Array:
+    if transform == "log1p":
+        return torch.expm1(x) if isinstance(x, torch.Tensor) else np.expm1(x)
+    return x
+
+
+class Normalizer:
+    """Normalise and denormalise named variables, for numpy arrays and torch tensors alike.
+
+    ``normalize(name, x)`` returns ``(transform(x) - mean) / std`` in ``x``'s dtype and on
+    ``x``'s device; ``denormalize`` is its exact inverse up to floating-point rounding.
+    """
+
+    def __init__(self, stats: dict[str, VariableStats]) -> None:
+        self.stats = dict(stats)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Normalizer:
+        try:
+            table = manifest["normalization"]
+        except KeyError:
+            raise ValueError("manifest has no 'normalization' statistics") from None
+        return cls({name: VariableStats(**entry) for name, entry in table.items()})
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: asdict(s) for name, s in self.stats.items()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, dict[str, Any]]) -> Normalizer:
+        return cls({name: VariableStats(**entry) for name, entry in state.items()})
+
+    def _get(self, name: str) -> VariableStats:
+        try:
+            return self.stats[name]
+        except KeyError:
+            raise KeyError(
+                f"no normalisation statistics for {name!r}; have {list(self.stats)}"
+            ) from None
+
+    def normalize(self, name: str, x: Array) -> Array:
+        s = self._get(name)
+        return (_forward(x, s.transform) - s.mean) / s.std
+
+    def denormalize(self, name: str, x: Array) -> Array:
+        s = self._get(name)
+        return _inverse(x * s.std + s.mean, s.transform)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(
+            f"{n}: {s.transform} mean={s.mean:.4g} std={s.std:.4g}" for n, s in self.stats.items()
+        )
+        return f"Normalizer({inner})"
