@@ -99,3 +99,48 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     """Every day from ``start`` to ``end``, both included."""
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def open_store(directory: str | Path):
+    """The dataset's Zarr store as a lazy ``xarray.Dataset`` (``xarray.open_zarr``)."""
+    import xarray as xr
+
+    return xr.open_zarr(Path(directory) / STORE)
+
+
+def image_grid(store, name: str, manifest: dict[str, Any]):
+    """An image variable back on its grid: ``(time, y, x)`` with British National Grid coordinates.
+
+    ``store[name]`` is ``(time, patch, py, px)`` over the stored patches; patches not stored
+    (all sea) come back as NaN. ``y`` and ``x`` are cell centres in metres, y ascending.
+    Lazy: the result is a dask-backed DataArray when ``store`` is.
+    """
+    import dask.array
+    import xarray as xr
+
+    from pipeline.grid import PatchGrid, unpatchify
+
+    g = manifest["grid"]
+    grid = PatchGrid(g["height"], g["width"], g["patch_size"])
+    patches = store[name]
+    data = patches.data
+    full = dask.array.full(
+        (data.shape[0], grid.num_patches, grid.patch_size, grid.patch_size),
+        np.nan,
+        dtype=data.dtype,
+        chunks=(data.chunksize[0] if hasattr(data, "chunksize") else data.shape[0], -1, -1, -1),
+    )
+    index = np.asarray(patches["patch"].values)
+    full[:, index] = data
+    (y0, dy), (x0, dx) = g["y"], g["x"]
+    return xr.DataArray(
+        unpatchify(full, grid),
+        dims=("time", "y", "x"),
+        coords={
+            "time": store["time"],
+            "y": ("y", y0 + dy * np.arange(grid.height), {"units": "m", "axis": "Y"}),
+            "x": ("x", x0 + dx * np.arange(grid.width), {"units": "m", "axis": "X"}),
+        },
+        attrs={**patches.attrs, "crs": g["crs"]},
+        name=name,
+    )

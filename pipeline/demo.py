@@ -1,8 +1,10 @@
 """Run what hydromae has so far, end to end, on the built-in Great Britain default.
 
-Steps: the patch table of the packaged land mask, one masked batch of random data with its
-mask counts, and the seed's mask visualization. Each step runs through the same command
-line a user would type (``pipeline.cli.run_command``).
+Steps, each through the same command line a user would type (``pipeline.cli.run_command``):
+the patch table of the packaged land mask; synthetic raw data in the real HadUK-Grid and
+CAMELS-GB formats (``hydromae synth``); the dataset directory (``hydromae preprocess``)
+and its check (``hydromae inspect``); one masked batch of real windows from a training
+shard through the masking collate, with its counts; and the seed's mask visualization.
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pipeline import config
 from pipeline.cli import run_command
 from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES, MultiScaleMaskedCollate
+from pipeline.dataset import LAND_MASK_PT, SHARDS, read_manifest
 from pipeline.landmask import reference_mask_path
+from pipeline.samples import CatchmentTable, expand, read_shard
+
+STEPS = 6
 
 
 @dataclass
 class DemoConfig:
     out: Path = field(default=Path("demo_out"), metadata={"metavar": "DIR"})
+    days: int = field(default=540, metadata={"help": "days of synthetic data"})
+    catchments: int = field(default=10, metadata={"help": "synthetic catchments"})
     batch_size: int = field(default=8, metadata={"help": "samples in the demo batch"})
     seed: int = 0
 
@@ -32,40 +39,60 @@ def configure(parser: argparse.ArgumentParser) -> None:
     config.add_arguments(parser, DemoConfig)
 
 
-def random_sample(collate: MultiScaleMaskedCollate, rng: np.random.Generator, key: str) -> dict:
-    """A sample in the seed's layout: full ``[T, H, W]`` grids with NaN over sea."""
-    grid, days = collate.grid, collate.seq_len
-    sea = ~collate.land_mask
-    sample: dict = {"sample_key": key}
-    for name in IMAGE_MODALITIES:
-        image = rng.standard_exponential((days, grid.height, grid.width), dtype=np.float32)
-        image[:, sea] = np.nan
-        sample[name] = image
-    for name in VECTOR_MODALITIES:
-        series = rng.standard_exponential(days, dtype=np.float32)
-        series[rng.random(days) < 0.05] = np.nan  # a few really-missing days
-        sample[name] = series
-    return sample
-
-
 def _step(number: int, title: str) -> float:
-    print(f"\n[{number}/3] {title}", flush=True)
+    print(f"\n[{number}/{STEPS}] {title}", flush=True)
     return time.perf_counter()
+
+
+def _done(start: float) -> None:
+    print(f"      done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config.from_args(DemoConfig, args)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    mask = reference_mask_path()
+    raw, data = cfg.out / "raw", cfg.out / "dataset"
 
-    t = _step(1, f"patch table of the packaged Great Britain land mask ({mask.name})")
-    run_command("landmask", ["--mask", str(mask)])
-    print(f"      done in {time.perf_counter() - t:.1f} s")
+    t = _step(1, "patch table of the packaged Great Britain land mask")
+    run_command("landmask", ["--mask", str(reference_mask_path())])
+    _done(t)
 
-    t = _step(2, f"one masked batch of {cfg.batch_size} random samples (seq_len 90, ratio 0.75)")
-    collate = MultiScaleMaskedCollate(land_mask_path=mask, seed=cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    batch = collate([random_sample(collate, rng, f"demo-{i}") for i in range(cfg.batch_size)])
+    t = _step(2, f"synthetic raw data: {cfg.days} days, {cfg.catchments} catchments -> {raw}")
+    run_command(
+        "synth",
+        ["--out", str(raw), "--days", str(cfg.days), "--catchments", str(cfg.catchments),
+         "--seed", str(cfg.seed)],
+    )  # fmt: skip
+    _done(t)
+
+    t = _step(3, f"preprocess -> {data}")
+    run_command("preprocess", ["--config", str(raw / "preprocess.toml"), "--out", str(data)])
+    _done(t)
+
+    t = _step(4, "inspect: summary and checksums")
+    if run_command("inspect", [str(data)]) != 0:
+        raise ValueError(f"{data} failed its checks")
+    _done(t)
+
+    t = _step(5, f"one masked batch of {cfg.batch_size} samples from a training shard")
+    manifest = read_manifest(data)
+    collate = MultiScaleMaskedCollate(
+        seq_len=manifest["window"],
+        patch_size=manifest["grid"]["patch_size"],
+        image_height=manifest["grid"]["height"],
+        image_width=manifest["grid"]["width"],
+        land_mask_path=data / LAND_MASK_PT,
+        land_threshold=manifest["land_threshold"],
+        seed=cfg.seed,
+        patch_indices=manifest["valid_patch_indices"],
+    )
+    table = CatchmentTable.from_manifest(manifest)
+    shard = next(s["name"] for s in manifest["shards"] if s["split"] == "train")
+    samples = []
+    for window in read_shard(data / SHARDS / shard):
+        samples += expand(window, table)  # one sample per catchment, images shared as views
+    batch = collate(samples[: cfg.batch_size])
+    print(f"      from {shard}: keys {batch['sample_key'][:3]} ...")
     for name in IMAGE_MODALITIES:
         masked = batch[f"{name}_mask"].sum(-1)  # [B, T] masked patches a day
         print(
@@ -81,13 +108,12 @@ def run(args: argparse.Namespace) -> int:
             f"missing days {(~batch[f'{name}_valid']).sum().item()}"
         )
     floats = [v for v in batch.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
-    finite = all(bool(v.isfinite().all()) for v in floats)
-    print(f"      no NaN in the batch tensors: {finite}")
-    print(f"      done in {time.perf_counter() - t:.1f} s")
+    print(f"      no NaN in the batch tensors: {all(bool(v.isfinite().all()) for v in floats)}")
+    _done(t)
 
-    t = _step(3, "the seed's mask visualization")
+    t = _step(6, "the seed's mask visualization")
     png = cfg.out / "mask_visualization_with_legend.png"
-    run_command("viz-mask", ["--mask", str(mask), "--out", str(png), "--seed", str(cfg.seed)])
-    print(f"      done in {time.perf_counter() - t:.1f} s")
+    run_command("viz-mask", ["--mask", str(data / LAND_MASK_PT), "--out", str(png)])
+    _done(t)
     print(f"\ndemo finished: outputs in {cfg.out}/")
     return 0

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config
-from pipeline.dataset import IMAGE_VARS, SHARDS, SPLITS, STORE, VECTOR_VARS, file_sha256, read_manifest
+from pipeline.dataset import (
+    IMAGE_VARS,
+    SHARDS,
+    SPLITS,
+    STORE,
+    VECTOR_VARS,
+    file_sha256,
+    read_manifest,
+)
 
 SAMPLE_MEMBERS = {f"{v}.npy" for v in (*IMAGE_VARS, *VECTOR_VARS)} | {"meta.json"}
 

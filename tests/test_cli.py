@@ -98,11 +98,14 @@ def test_console_script_help_lists_commands():
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--batch-size", "2"]) == 0
+    args = ["--out", str(tmp_path), "--batch-size", "2", "--days", "200", "--catchments", "3"]
+    assert main(["demo", *args]) == 0
     out = capsys.readouterr().out
     assert "70..70 of 94 valid" in out and "67..67 of 90" in out
     assert "no NaN in the batch tensors: True" in out
+    assert "all 1 shards and the store check out" in out
     assert (tmp_path / "mask_visualization_with_legend.png").exists()
+    assert (tmp_path / "dataset" / "manifest.json").exists()
 
 
 @dataclass

@@ -22,9 +22,11 @@ import xarray as xr
 
 from pipeline import config
 from pipeline.cli import main
-from pipeline.dataset import SHARDS, STORE, decode_npy, read_manifest
+from pipeline.collate import MultiScaleMaskedCollate
+from pipeline.dataset import SHARDS, STORE, decode_npy, image_grid, open_store, read_manifest
 from pipeline.grid import PatchGrid, patchify
 from pipeline.normalize import Normalizer
+from pipeline.samples import CatchmentTable, expand, read_shard
 from preprocessing.catchments import read_series
 from preprocessing.job import PreprocessConfig, run_job
 from preprocessing.synth import generate
@@ -107,6 +109,27 @@ def test_store_holds_the_raw_grids_as_patches(raw, dataset):
     np.testing.assert_array_equal(ds["precip"].isel(time=35).values, expected)
     assert ds["evap"].dims == ("time", "catchment") and ds.sizes["catchment"] == 3
     assert ds["catchment_patch_weight"].dims == ("catchment", "patch")
+
+
+def test_store_images_come_back_on_the_british_national_grid(raw, dataset):
+    m = read_manifest(dataset)
+    grid = image_grid(open_store(dataset), "precip", m)
+    assert grid.dims == ("time", "y", "x") and grid.shape == (90, 290, 180)
+    assert grid["x"].values[0] == -197500.0 and grid["y"].values[-1] == 1247500.0
+    with netCDF4.Dataset(raw / "rainfall_hadukgrid_uk_5km_day_20000101-20000131.nc") as nc:
+        day = np.ma.filled(nc["rainfall"][9], np.nan).astype(np.float32)
+        np.testing.assert_array_equal(nc["projection_y_coordinate"][:], grid["y"].values)
+    np.testing.assert_array_equal(grid.isel(time=9).values, day)  # NaN over sea too
+
+
+def test_float16_images(raw, tmp_path):
+    out = tmp_path / "half"
+    run_job(make_config(raw, out, image_dtype="float16"))
+    m = read_manifest(out)
+    assert open_store(out)["precip"].dtype == np.float16
+    with tarfile.open(out / SHARDS / m["shards"][0]["name"]) as tar:
+        member = next(x for x in tar.getmembers() if x.name.endswith(".temp.npy"))
+        assert decode_npy(tar.extractfile(member).read()).dtype == np.float16
 
 
 def test_shards_equal_the_store_bit_for_bit(dataset):
@@ -377,3 +400,25 @@ def test_progress_is_shown(raw, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "images" in done.stderr and "shards" in done.stderr and "100%" in done.stderr
+
+
+def test_windows_expand_to_catchment_samples_that_collate(dataset):
+    m = read_manifest(dataset)
+    table = CatchmentTable.from_manifest(m)
+    windows = list(read_shard(dataset / SHARDS / m["shards"][0]["name"]))
+    assert len(windows) == m["shards"][0]["samples"]
+    samples = expand(windows[0], table)
+    assert [s["catchment_index"] for s in samples] == [0, 1, 2]
+    assert samples[0]["precip"] is samples[1]["precip"]  # the window is read once, shared
+    assert np.shares_memory(samples[1]["evap"], windows[0]["evap"])
+    start = dt.date.fromisoformat(windows[0]["meta"]["start"])
+    assert samples[2]["sample_key"] == f"{start:%Y%m%d}-{table.ids[2]}"
+    assert samples[0]["doy"][0] == start.timetuple().tm_yday and samples[0]["doy"].dtype == np.int16
+    np.testing.assert_array_equal(samples[2]["riverflow"], windows[0]["riverflow"][:, 2])
+    assert table.weight.shape == (3, 94) and table.static.shape == (3, 3)
+    collate = MultiScaleMaskedCollate(
+        seq_len=20, land_mask_path=dataset / "land_mask.pt", patch_indices=m["valid_patch_indices"]
+    )
+    batch = collate(samples)
+    assert batch["precip"].shape == (3, 20, 94, 100) and batch["catchment_weight"].shape == (3, 94)
+    assert torch.equal(batch["catchment_weight"], torch.from_numpy(table.weight))
