@@ -61,6 +61,9 @@ def open_grid(path: str | Path, var: str) -> xr.DataArray:
     for dim in ("y", "x"):
         if dim in da.coords and da.sizes[dim] > 1 and np.any(np.diff(da[dim].values) < 0):
             da = da.sortby(dim)
+    # da.close() must close the file itself: otherwise xarray keeps it open in its file cache
+    # (up to 128 files, each with netCDF's chunk cache), and memory grows with the inputs
+    da.set_close(ds.close)
     return da
 
 
