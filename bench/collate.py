@@ -9,7 +9,8 @@ On B = 32 samples of T = 90 days with the reference mask's 94 valid patches, in 
       images with NaN over sea, ``sample_key``-keyed masks), and the keyed mask draw inside it.
 
 Absolute times on a shared machine are noisy: read the ratios, which are measured in the
-same run. Each figure is the median of ``--repeats`` calls after a warm-up.
+same run. Each figure is the median over ``--rounds`` rounds of the median of ``--repeats``
+calls after a warm-up.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def dataset_samples(collate: MultiScaleMaskedCollate, batch: int, seed: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="calls per figure and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead")
     args = parser.parse_args()
 
@@ -81,15 +83,19 @@ def main() -> None:
     keys = [s["sample_key"] for s in samples]
     noise = torch.rand(b, t, len(valid), dtype=torch.float64)
 
-    figures = {
-        "seed_loop_ms": median_ms(
-            lambda: seed_loop(valid, b, t, collate.grid.num_patches), max(5, args.repeats // 5)
+    measures = {
+        "seed_loop_ms": (
+            lambda: seed_loop(valid, b, t, collate.grid.num_patches),
+            max(5, args.repeats // 5),
         ),
-        "noise_argsort_ms": median_ms(lambda: noise.argsort(dim=-1), args.repeats),
-        "generate_masks_ms": median_ms(lambda: collate.generate_masks(b), args.repeats),
-        "keyed_masks_ms": median_ms(lambda: collate._masks(keys, t), args.repeats),
-        "collate_call_ms": median_ms(lambda: collate(samples), args.repeats),
+        "noise_argsort_ms": (lambda: noise.argsort(dim=-1), args.repeats),
+        "generate_masks_ms": (lambda: collate.generate_masks(b), args.repeats),
+        "keyed_masks_ms": (lambda: collate._masks(keys, t), args.repeats),
+        "collate_call_ms": (lambda: collate(samples), max(5, args.repeats // 3)),
     }
+    # rounds interleave the measures, so that a busy spell on the machine hits all of them
+    rounds = [{k: median_ms(fn, n) for k, (fn, n) in measures.items()} for _ in range(args.rounds)]
+    figures: dict[str, float] = {k: statistics.median(r[k] for r in rounds) for k in measures}
     figures["speedup_vs_loop"] = figures["seed_loop_ms"] / figures["generate_masks_ms"]
     figures["masking_share_of_collate"] = figures["keyed_masks_ms"] / figures["collate_call_ms"]
     figures.update(batch=b, days=t, valid_patches=len(valid), threads=torch.get_num_threads())

@@ -40,7 +40,7 @@ import torch
 
 from pipeline.grid import PatchGrid, patchify
 from pipeline.landmask import PatchTable, load_land_mask, reference_mask_path
-from pipeline.masking import generator, key_seed, masked_count, top_mask
+from pipeline.masking import keyed, masked_count, new_generator, top_mask
 
 IMAGE_MODALITIES = ("precip", "soil", "temp")
 VECTOR_MODALITIES = ("evap", "riverflow")
@@ -94,7 +94,8 @@ class MultiScaleMaskedCollate:
         self.seq_len, self.mask_ratio = seq_len, float(mask_ratio)
         self.mask_mode, self.mode, self.seed = mask_mode, mode, int(seed)
         self.epoch = 0
-        self._stream: torch.Generator | None = None
+        self._stream: np.random.Generator | None = None
+        self._keyed = new_generator(seed, "keyed")  # re-keyed for every sample with a key
 
         path = reference_mask_path() if land_mask_path is None else Path(land_mask_path)
         self.land_mask = load_land_mask(path, self.grid)  # [H, W] bool
@@ -155,43 +156,42 @@ class MultiScaleMaskedCollate:
         state["_stream"] = None  # each process seeds its own stream (see _stream_generator)
         return state
 
-    def _stream_generator(self) -> torch.Generator:
+    def _stream_generator(self) -> np.random.Generator:
+        """The generator for samples without a key: (seed, epoch, DataLoader worker)."""
         if self._stream is None:
             info = torch.utils.data.get_worker_info()
             worker = -1 if info is None else info.id
-            self._stream = generator(key_seed(self.seed, "stream", self.epoch, worker))
+            self._stream = new_generator(self.seed, "stream", self.epoch, worker)
         return self._stream
 
     def _draws(self) -> tuple[int, int]:
         """How many image and vector masks one sample draws."""
-        return (
-            (1, 1)
-            if self.mask_mode == "unified"
-            else (len(IMAGE_MODALITIES), len(VECTOR_MODALITIES))
-        )
+        if self.mask_mode == "unified":
+            return 1, 1
+        return len(IMAGE_MODALITIES), len(VECTOR_MODALITIES)
 
     def _noise(self, keys: Sequence[str | None], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Uniform noise ``[B, D_img, T, N_valid]`` and ``[B, D_vec, T]``, float64."""
         d_img, d_vec = self._draws()
         b = len(keys)
-        img = torch.empty(b, d_img, seq_len, self.num_valid, dtype=torch.float64)
-        vec = torch.empty(b, d_vec, seq_len, dtype=torch.float64)
-        eval_stream = generator(key_seed(self.seed, "eval")) if self.mode == "eval" else None
+        img = np.empty((b, d_img, seq_len, self.num_valid))
+        vec = np.empty((b, d_vec, seq_len))
+        eval_stream = new_generator(self.seed, "eval") if self.mode == "eval" else None
         if all(k is None for k in keys):
-            g = eval_stream or self._stream_generator()
-            torch.rand(img.shape, generator=g, dtype=torch.float64, out=img)
-            torch.rand(vec.shape, generator=g, dtype=torch.float64, out=vec)
-            return img, vec
-        for i, key in enumerate(keys):
-            if key is None:
-                g = eval_stream or self._stream_generator()
-            elif self.mode == "eval":
-                g = generator(key_seed(self.seed, "eval", key))
-            else:
-                g = generator(key_seed(self.seed, "train", self.epoch, key))
-            torch.rand(img[i].shape, generator=g, dtype=torch.float64, out=img[i])
-            torch.rand(vec[i].shape, generator=g, dtype=torch.float64, out=vec[i])
-        return img, vec
+            rng = eval_stream or self._stream_generator()
+            rng.random(out=img)
+            rng.random(out=vec)
+        else:
+            for i, key in enumerate(keys):
+                if key is None:
+                    rng = eval_stream or self._stream_generator()
+                elif self.mode == "eval":
+                    rng = keyed(self._keyed, self.seed, "eval", key)
+                else:
+                    rng = keyed(self._keyed, self.seed, "train", self.epoch, key)
+                rng.random(out=img[i])
+                rng.random(out=vec[i])
+        return torch.from_numpy(img), torch.from_numpy(vec)
 
     def _masks(self, keys: Sequence[str | None], seq_len: int) -> dict[str, torch.Tensor]:
         b = len(keys)

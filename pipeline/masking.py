@@ -1,7 +1,8 @@
 """Mask draws: exact counts, exactly uniform, keyed so that they resume.
 
 A draw gives every candidate (a valid patch on one day, or a day of a series) an
-independent uniform noise value in float64 and masks the ``n_mask`` largest. The
+independent uniform noise value in float64 (53 random bits, from numpy's PCG64, about
+twice as fast as torch's generator here) and masks the ``n_mask`` largest. The
 masked set is then a uniformly random ``n_mask``-subset (the noise is exchangeable;
 ties have probability below 1e-12), and the count is exact by construction.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import torch
 
 COUNT_TOLERANCE = 1e-9
@@ -21,16 +23,33 @@ def masked_count(n: int, mask_ratio: float) -> int:
     return math.floor(n * mask_ratio + COUNT_TOLERANCE)
 
 
-def key_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any parts (same in every process, unlike ``hash``)."""
+def _digest(parts: tuple[object, ...], size: int) -> bytes:
     text = "\x1f".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+    return hashlib.blake2b(text, digest_size=size).digest()
 
 
-def generator(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
+def keyed(rng: np.random.Generator, *parts: object) -> np.random.Generator:
+    """Put a PCG64 generator at the start of the stream keyed by ``parts``, in microseconds.
+
+    State and increment (which selects one of PCG64's independent streams) both come from
+    a 256-bit BLAKE2b digest of the parts, so each key has its own stream.
+    """
+    digest = _digest(parts, 32)
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {
+            "state": int.from_bytes(digest[:16], "little"),
+            "inc": int.from_bytes(digest[16:], "little") | 1,
+        },
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return rng
+
+
+def new_generator(*parts: object) -> np.random.Generator:
+    """A fresh PCG64 generator keyed by ``parts``."""
+    return keyed(np.random.Generator(np.random.PCG64(0)), *parts)
 
 
 def top_mask(
