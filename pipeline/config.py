@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import tomllib
 import types
 import typing
@@ -161,6 +162,19 @@ def _rebase(value: Any, base: Path) -> Any:
     if Path(str(value)).is_absolute():
         return value
     return type(value)(base / str(value))
+
+
+def expand_globs(patterns: str | Path | list[str], what: str) -> list[Path]:
+    """Files named by paths or globs, each pattern's matches sorted; none is an error."""
+    files: list[Path] = []
+    for pattern in [patterns] if isinstance(patterns, str | Path) else patterns:
+        text = str(pattern)
+        matched = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        matched = [m for m in matched if Path(m).exists()]
+        if not matched:
+            raise FileNotFoundError(f"{what}: no file matches {text!r}")
+        files.extend(Path(m) for m in matched)
+    return files
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:

@@ -9,6 +9,7 @@ and names the file and the variable in every error.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ import xarray as xr
 
 Y_NAMES = ("projection_y_coordinate", "y", "northing", "lat", "latitude")
 X_NAMES = ("projection_x_coordinate", "x", "easting", "lon", "longitude")
+
+
+# netCDF-C is not thread-safe: every read in a process goes through this lock
+NETCDF_LOCK = threading.Lock()
 
 
 class GridFileError(ValueError):
@@ -105,15 +110,16 @@ def valid_everywhere(paths: list[Path], var: str, progress: bool = True) -> np.n
     valid: np.ndarray | None = None
     ref: tuple[Path, tuple] | None = None
     for path in tqdm(paths, desc=f"land mask from {var}", unit="file", disable=not progress):
-        da = open_grid(path, var)
-        try:
-            coords = grid_coords(da)
-            if ref is None:
-                ref = (Path(path), coords)
-            check_same_grid(Path(path), var, coords, ref)
-            ok = np.isfinite(da.values).all(axis=0)  # [H, W]
-        finally:
-            da.close()
+        with NETCDF_LOCK:
+            da = open_grid(path, var)
+            try:
+                coords = grid_coords(da)
+                if ref is None:
+                    ref = (Path(path), coords)
+                check_same_grid(Path(path), var, coords, ref)
+                ok = np.isfinite(da.values).all(axis=0)  # [H, W]
+            finally:
+                da.close()
         valid = ok if valid is None else valid & ok
     assert valid is not None
     return valid

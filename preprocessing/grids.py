@@ -10,14 +10,20 @@ worker's memory is bounded by one block whatever the number of years.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from preprocessing.gridfile import GridFileError, check_same_grid, grid_coords, open_grid
+from preprocessing.gridfile import (
+    NETCDF_LOCK,
+    GridFileError,
+    check_same_grid,
+    grid_coords,
+    open_grid,
+    valid_everywhere,
+)
 
 # canonical units per modality, and (scale, offset) from the units files use
 UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
@@ -28,9 +34,6 @@ UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
     ),
     "temp": ("degC", {"degC": (1, 0), "Celsius": (1, 0), "celsius": (1, 0), "K": (1, -273.15)}),
 }  # fmt: skip
-
-# netCDF-C is not thread-safe: one lock per process around every read
-_NETCDF_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class ImageSource:
                 wanted.setdefault(path, []).append((i, t))
             for path, pairs in wanted.items():
                 rows, times = zip(*pairs, strict=True)
-                with _NETCDF_LOCK:
+                with NETCDF_LOCK:
                     da = open_grid(path, var)
                     try:
                         out[list(rows)] += da.isel(time=list(times)).values
@@ -95,13 +98,10 @@ class ImageSource:
     def valid_cells(self, files: list[FileDays] | None = None) -> np.ndarray:
         """Boolean ``[H, W]``: finite on every day of the files (the land mask's definition)."""
         valid = np.ones((self.y.size, self.x.size), dtype=bool)
-        for f in self.files if files is None else files:
-            with _NETCDF_LOCK:
-                da = open_grid(f.path, f.var)
-                try:
-                    valid &= np.isfinite(da.values).all(axis=0)
-                finally:
-                    da.close()
+        for var in self.variables:
+            paths = [f.path for f in (self.files if files is None else files) if f.var == var]
+            if paths:
+                valid &= valid_everywhere(paths, var, progress=False)
         return valid
 
 
@@ -112,7 +112,7 @@ def global_attributes(path: Path) -> dict[str, str]:
     """The provenance attributes of a NetCDF file (source, version, ...), for the manifest."""
     import netCDF4
 
-    with _NETCDF_LOCK, netCDF4.Dataset(path) as ds:
+    with NETCDF_LOCK, netCDF4.Dataset(path) as ds:
         return {k: str(ds.getncattr(k)) for k in ds.ncattrs() if k in PROVENANCE_ATTRS}
 
 
@@ -156,7 +156,7 @@ def index_source(
         present = []
         for var in variables:
             try:
-                with _NETCDF_LOCK:
+                with NETCDF_LOCK:
                     da = open_grid(path, var)
             except GridFileError:
                 if len(variables) > 1:

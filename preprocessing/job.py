@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import glob
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -119,14 +118,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------ planning
-def expand(pattern: str | Path, what: str) -> list[Path]:
-    matched = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
-    files = [Path(m) for m in matched if Path(m).exists()]
-    if not files:
-        raise FileNotFoundError(f"{what}: no file matches {str(pattern)!r}")
-    return files
-
-
 def parse_period(text: str, name: str) -> tuple[dt.date, dt.date]:
     try:
         a, b = (dt.date.fromisoformat(part.strip()) for part in text.split(":"))
@@ -193,9 +184,13 @@ def make_plan(cfg: PreprocessConfig) -> Plan:
             raise ValueError(f"--{n1} and --{n2} overlap: windows must never straddle a split")
     dates = date_range(ordered[0][1][0], max(e for _, (_, e) in ordered))
     sources = {
-        "precip": index_source("precip", expand(cfg.precip, "--precip"), [cfg.precip_var]),
-        "temp": index_source("temp", expand(cfg.temp, "--temp"), list(cfg.temp_var)),
-        "soil": index_source("soil", expand(cfg.soil, "--soil"), [cfg.soil_var], cfg.soil_units),
+        "precip": index_source(
+            "precip", config.expand_globs(cfg.precip, "--precip"), [cfg.precip_var]
+        ),
+        "temp": index_source("temp", config.expand_globs(cfg.temp, "--temp"), list(cfg.temp_var)),
+        "soil": index_source(
+            "soil", config.expand_globs(cfg.soil, "--soil"), [cfg.soil_var], cfg.soil_units
+        ),
     }
     ref = sources["temp"]
     for name, src in sources.items():
@@ -210,14 +205,20 @@ def make_plan(cfg: PreprocessConfig) -> Plan:
             )
         src.check_covers(dates)
     grid = PatchGrid(int(ref.y.size), int(ref.x.size), cfg.patch_size)
-    attribute_files = [p for pattern in cfg.attributes for p in expand(pattern, "--attributes")]
+    attribute_files = config.expand_globs(cfg.attributes, "--attributes") if cfg.attributes else []
     if cfg.static_attributes and not attribute_files:
         raise ValueError(
             f"static attributes {cfg.static_attributes} need --attributes files "
             "(or set static_attributes = [] in the config)"
         )
     return Plan(
-        cfg, sources, expand(cfg.catchments, "--catchments"), attribute_files, splits, dates, grid
+        cfg,
+        sources,
+        config.expand_globs(cfg.catchments, "--catchments"),
+        attribute_files,
+        splits,
+        dates,
+        grid,
     )
 
 

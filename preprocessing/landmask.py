@@ -9,7 +9,6 @@ existing ``.npy`` or ``.pt`` mask.
 from __future__ import annotations
 
 import argparse
-import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,17 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     config.add_arguments(parser, LandmaskConfig)
 
 
-def expand(patterns: list[str]) -> list[Path]:
-    """Files named by paths or globs, sorted; a pattern that matches nothing is an error."""
-    files: list[Path] = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matched:
-            raise FileNotFoundError(f"no file matches {pattern!r}")
-        files.extend(Path(m) for m in matched)
-    return files
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config.from_args(LandmaskConfig, args)
     check_threshold(cfg.threshold)
@@ -67,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if cfg.out is None:
             raise ValueError("--from needs --out DIR for land_mask.npy and land_mask.pt")
-        files = expand(cfg.from_files)
+        files = config.expand_globs(cfg.from_files, "--from")
         mask = valid_everywhere(files, cfg.var, progress=cfg.progress)
         source = f"{len(files)} file(s), cells where {cfg.var!r} is valid on every day"
     grid = PatchGrid(mask.shape[0], mask.shape[1], cfg.patch_size)
