@@ -40,15 +40,18 @@ class CatchmentSeries:
     columns: dict[str, str]  # evap, riverflow -> source column
 
 
-def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_table(path: Path, columns: list[str], long: bool) -> pd.DataFrame:
+    """The table's ``date`` (and ``gauge_id`` if ``long``) and numeric value ``columns``."""
     try:
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, na_values=["NaN", "nan", ""], keep_default_na=True)
+            frame = pd.read_csv(
+                path, na_values=["NaN", "nan", ""], keep_default_na=True, dtype={"gauge_id": str}
+            )
     except (OSError, ValueError) as err:
         raise CatchmentInputError(f"{path}: cannot read it as a table: {err}") from None
-    missing = [c for c in ["date", *columns] if c not in frame.columns]
+    missing = [c for c in ["date", *(["gauge_id"] if long else []), *columns] if c not in frame]
     if missing:
         raise CatchmentInputError(
             f"{path}: column(s) {missing} not found; the file has: {', '.join(frame.columns)}"
@@ -87,7 +90,7 @@ def read_series(
     per_gauge: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     for path in paths:
         match = SERIES_FILE.search(path.name)
-        frame = _read_table(path, columns if match else ["gauge_id", *columns])
+        frame = _read_table(path, columns, long=match is None)
         if match:
             groups = [(match["gauge"], frame)]
         else:
