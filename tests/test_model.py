@@ -1,0 +1,164 @@
+"""The multi-modal MAE and its loss, on a small grid with a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL_H, SMALL_P, SMALL_W
+
+from pipeline import MultiScaleMaskedCollate
+from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
+from pipeline.normalize import Normalizer, VariableStats
+from training.loss import LossConfig, mae_loss
+from training.model import Geometry, HydroMAE, ModelConfig
+
+T = 12
+
+
+def normalizer() -> Normalizer:
+    return Normalizer(
+        {
+            "precip": VariableStats("log1p", 0.5, 0.8),
+            "soil": VariableStats("none", 0.3, 0.1),
+            "temp": VariableStats("none", 9.0, 5.0),
+            "evap": VariableStats("none", 1.5, 1.0),
+            "riverflow": VariableStats("log1p", 0.7, 0.5),
+        }
+    )
+
+
+def make_batch(path, mask_mode="unified", seed=0, nan_frac=0.0, n=4) -> tuple[dict, Geometry]:
+    collate = MultiScaleMaskedCollate(
+        seq_len=T, patch_size=SMALL_P, image_height=SMALL_H, image_width=SMALL_W,
+        land_mask_path=path, mask_mode=mask_mode, seed=seed,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    samples = []
+    days = np.arange(T)
+    for i in range(n):
+        wave = np.sin(2 * np.pi * (days + 3 * i) / T)[:, None, None]
+        s = {
+            "precip": np.maximum(0, 3 * wave + rng.normal(0, 0.3, (T, SMALL_H, SMALL_W))),
+            "soil": 0.3 + 0.05 * wave + rng.normal(0, 0.01, (T, SMALL_H, SMALL_W)),
+            "temp": 9 + 4 * wave + rng.normal(0, 0.5, (T, SMALL_H, SMALL_W)),
+            "evap": 1.5 + wave[:, 0, 0],
+            "riverflow": 1.0 + 0.5 * np.roll(wave[:, 0, 0], 2),
+            "static": np.array([100.0 + i, 250.0], dtype=np.float32),
+            "catchment_weight": np.full(collate.num_valid, 1 / collate.num_valid, np.float32),
+            "doy": (days + 1).astype(np.int16),
+            "sample_key": f"s{i}",
+        }
+        for name in IMAGE_MODALITIES:
+            s[name] = s[name].astype(np.float32)
+            s[name][:, ~collate.land_mask] = np.nan
+            s[name][rng.random(s[name].shape) < nan_frac] = np.nan
+        for name in VECTOR_MODALITIES:
+            s[name] = s[name].astype(np.float32)
+            s[name][rng.random(T) < nan_frac] = np.nan
+        samples.append(s)  # the seed's full grids, with the schema's extra fields
+    batch = collate(samples)
+    geometry = Geometry(
+        patch_rows=collate.grid.rows, patch_cols=collate.grid.cols,
+        patch_pixels=collate.grid.patch_pixels,
+        valid_patch_indices=tuple(collate.valid_patch_indices.tolist()),
+        static_attributes=2, mask_mode=mask_mode,
+    )  # fmt: skip
+    return batch, geometry
+
+
+def model_for(geometry: Geometry, decoder: str = "mae", seed: int = 0) -> HydroMAE:
+    torch.manual_seed(seed)
+    cfg = ModelConfig.preset("tiny")
+    cfg.decoder = decoder
+    return HydroMAE(cfg, geometry, normalizer())
+
+
+def loss_of(model: HydroMAE, batch: dict) -> torch.Tensor:
+    return mae_loss(model(batch), model.groups, model.geometry.patch_pixels, LossConfig())[0]
+
+
+def test_encoder_never_sees_masked_values(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry).eval()
+    h, _, _ = model.encode(batch)
+    changed = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    idx = batch["valid_patch_indices"]
+    for name in IMAGE_MODALITIES:
+        masked = batch[f"{name}_mask"][..., idx][..., None].expand_as(batch[name])  # [B, T, N, P]
+        changed[name] = torch.where(masked, torch.full_like(batch[name], 1e3), batch[name])
+    for name in VECTOR_MODALITIES:
+        changed[name] = torch.where(batch[f"{name}_mask"], -50.0, batch[name])
+    h2, _, _ = model.encode(changed)
+    # visible tokens: 7 valid patches - 5 masked = 2 a day; 12 - 9 = 3 days; 1 static token
+    assert h.shape == (4, 1 + 2 * T + 3, 32)
+    assert torch.equal(h, h2)
+
+
+def test_visible_positions_and_sea_pixels_do_not_change_the_loss(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry)
+    out = model(batch)
+    base = mae_loss(out, model.groups, geometry.patch_pixels, LossConfig())[0]
+    g = out["image"]
+    untouchable = ~(g["mask"][..., None] & g["valid"])  # visible tokens, sea pixels
+    g["pred"] = torch.where(untouchable, g["pred"] + 100.0, g["pred"])
+    v = out["vector"]
+    v["pred"] = torch.where(v["mask"][..., None], v["pred"], v["pred"] - 7.0)
+    again = mae_loss(out, model.groups, geometry.patch_pixels, LossConfig())[0]
+    assert torch.equal(base, again)
+    assert (~g["valid"]).any()  # there were sea pixels in valid patches to ignore
+
+
+def test_nan_inputs_never_make_the_loss_nan(small_mask_path):
+    batch, geometry = make_batch(small_mask_path, nan_frac=0.3)
+    model = model_for(geometry)
+    loss = loss_of(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # a modality without a single target adds nothing, and no NaN
+    batch["riverflow_valid"][:] = False
+    out = model(batch)
+    total, per = mae_loss(out, model.groups, geometry.patch_pixels, LossConfig())
+    assert per["riverflow"] == 0 and torch.isfinite(total)
+
+
+@pytest.mark.parametrize(("mask_mode", "decoder"), [("unified", "mae"), ("independent", "cross")])
+def test_tiny_model_overfits_one_batch(small_mask_path, mask_mode, decoder):
+    batch, geometry = make_batch(small_mask_path, mask_mode=mask_mode)
+    model = model_for(geometry, decoder)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = loss_of(model, batch)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.25 * first
+
+
+def test_both_decoders_and_layouts_train(small_mask_path):
+    for mask_mode in ("unified", "independent"):
+        for decoder in ("mae", "cross"):
+            batch, geometry = make_batch(small_mask_path, mask_mode=mask_mode, seed=1)
+            model = model_for(geometry, decoder)
+            out = model(batch)
+            groups = {"image", "vector"} if mask_mode == "unified" else set(IMAGE_MODALITIES)
+            assert groups <= set(out)
+            loss = loss_of(model, batch)
+            loss.backward()
+            assert torch.isfinite(loss) and loss > 0
+
+
+def test_crossmae_reconstructs_a_random_share_in_training(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry, "cross")
+    model.cfg.cross_fraction = 0.5
+    out = model.train()(batch)
+    g = out["image"]
+    assert (g["predicted"] & ~g["mask"]).sum() == 0  # only masked positions are queried
+    assert g["predicted"].sum(1).tolist() == [round(5 * T * 0.5)] * 4
+    out = model.eval()(batch)
+    assert torch.equal(out["image"]["predicted"], out["image"]["mask"])

@@ -1,0 +1,67 @@
+"""The MAE loss: mean squared error in normalised units, on masked positions only.
+
+Per modality, the squared errors count where the token was masked (and, for CrossMAE,
+reconstructed this step) and the value is valid: sea pixels and missing values are left
+out pixel by pixel. Each modality is averaged over its own count, and the modalities are
+combined with configurable weights; a modality without a single target in the batch adds
+nothing (and never a NaN). With ``norm_pix_loss`` (MAE's per-patch target normalisation)
+each image token's targets are standardised by their own valid pixels, with a floor on
+the variance since a dry patch has none; such runs are not evaluated in physical units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from pipeline.collate import IMAGE_MODALITIES, MODALITIES
+
+
+@dataclass
+class LossConfig:
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 1.0))
+    norm_pix_loss: bool = False
+    variance_floor: float = 1e-2  # in normalised units squared
+
+
+def modality_slices(groups: list[tuple[str, tuple[str, ...]]], patch_pixels: int):
+    """(group, modality, column slice) of every modality within its group's token."""
+    for group, mods in groups:
+        width = patch_pixels if mods[0] in IMAGE_MODALITIES else 1
+        for i, m in enumerate(mods):
+            yield group, m, slice(i * width, (i + 1) * width)
+
+
+def _standardise(target: Tensor, valid: Tensor, floor: float) -> Tensor:
+    """Per token, ``(target - mean) / sqrt(var + floor)`` over its valid pixels."""
+    count = valid.sum(-1, keepdim=True).clamp_min(1)
+    mean = (target * valid).sum(-1, keepdim=True) / count
+    var = (((target - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+    return (target - mean) / torch.sqrt(var + floor)
+
+
+def mae_loss(
+    out: dict[str, dict[str, Tensor]],
+    groups: list[tuple[str, tuple[str, ...]]],
+    patch_pixels: int,
+    cfg: LossConfig,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss (a scalar) and each modality's mean squared error (detached scalars)."""
+    total = None
+    per_modality: dict[str, Tensor] = {}
+    for group, m, cols in modality_slices(groups, patch_pixels):
+        g = out[group]
+        pred, target, valid = g["pred"][..., cols], g["target"][..., cols], g["valid"][..., cols]
+        if cfg.norm_pix_loss and m in IMAGE_MODALITIES:
+            target = _standardise(target, valid, cfg.variance_floor)
+        scored = (g["mask"] & g["predicted"])[..., None] & valid  # [B, L, w]
+        count = scored.sum()
+        sq = torch.where(scored, (pred - target) ** 2, torch.zeros_like(pred))
+        mse = sq.sum() / count.clamp_min(1)  # 0 where nothing is scored: never a NaN
+        per_modality[m] = mse.detach()
+        term = cfg.weights.get(m, 1.0) * mse
+        total = term if total is None else total + term
+    assert total is not None
+    return total, per_modality

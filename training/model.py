@@ -1,0 +1,326 @@
+"""The multi-modal masked autoencoder (MAE) of ``MASK_STRATEGY.md``, in one file.
+
+Token groups. Under ``unified`` masks (the seed's default) one token per (day, valid patch)
+fuses the three image modalities' ``p*p`` values each, and one token per day fuses
+evaporation and riverflow; under ``independent`` masks every modality is its own group,
+one token per (modality, day, patch) or (modality, day). A static-attribute token tells
+the encoder which catchment it is; a catchment-rain feature, the ``catchment_weight``-
+weighted mean of the day's *visible* image tokens, is added to each day's vector token, so
+the model knows which patches' rain falls on the catchment.
+
+Where and when: 2-D sin-cos embeddings of the patch's row and column on the (non-square)
+patch grid, sin-cos of the day within the window, a learned projection of the cyclic day of
+year, and a learned embedding per group.
+
+The encoder sees only the visible tokens: masked ones are removed (gathered away), never
+zeroed, and really-missing values enter as zeros with a validity flag, never as values.
+Because the collate's counts are exact, every sample of a batch keeps the same number of
+visible tokens, so no padding is needed. The decoder is MAE's (mask tokens inserted, self-
+attention over all tokens) or CrossMAE's (mask queries attend to the encoder output only,
+optionally a random subset of them per step). Attention runs through
+``torch.nn.functional.scaled_dot_product_attention``.
+
+Shapes: B batch, T days, N valid patches, P = p*p pixels, D width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
+from pipeline.normalize import Normalizer
+
+DECODERS = ("mae", "cross")
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 256
+    depth: int = 6
+    heads: int = 8
+    decoder: str = field(default="mae", metadata={"choices": DECODERS})
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    mlp_ratio: float = 4.0
+    cross_fraction: float = 1.0  # CrossMAE: share of masked tokens reconstructed per step
+
+    @classmethod
+    def preset(cls, name: str) -> ModelConfig:
+        presets = {
+            "tiny": cls(dim=32, depth=2, heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2),
+            "full": cls(),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown model preset {name!r}; known: {sorted(presets)}")
+        return presets[name]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the model must know of the data: patch grid, valid patches, attributes."""
+
+    patch_rows: int
+    patch_cols: int
+    patch_pixels: int
+    valid_patch_indices: tuple[int, ...]
+    static_attributes: int
+    mask_mode: str = "unified"
+
+    def groups(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Token groups: (name, modalities fused into one token)."""
+        if self.mask_mode == "unified":
+            return [("image", IMAGE_MODALITIES), ("vector", VECTOR_MODALITIES)]
+        return [(m, (m,)) for m in IMAGE_MODALITIES + VECTOR_MODALITIES]
+
+
+def sincos(positions: Tensor, dim: int) -> Tensor:
+    """Sin-cos embedding of positions: ``[...] -> [..., dim]`` (dim even)."""
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(0, dim, 2, device=positions.device) / dim
+    )  # [dim/2]
+    angles = positions.float()[..., None] * freqs  # [..., dim/2]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attends from ``x`` to ``context`` (itself by default)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm_ctx, self.norm2 = (
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+        )
+        self.q, self.kv, self.proj = (
+            nn.Linear(dim, dim),
+            nn.Linear(dim, 2 * dim),
+            nn.Linear(dim, dim),
+        )
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        b, n, d = x.shape  # [B, L, D]
+        h = self.norm1(x)
+        c = h if context is None else self.norm_ctx(context)  # [B, S, D]
+        q = self.q(h).view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, H, L, D/H]
+        k, v = self.kv(c).view(b, c.shape[1], 2, self.heads, d // self.heads).unbind(2)
+        att = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2))
+        x = x + self.proj(att.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class HydroMAE(nn.Module):
+    def __init__(self, cfg: ModelConfig, geometry: Geometry, normalizer: Normalizer) -> None:
+        super().__init__()
+        if cfg.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+        if cfg.dim % 4 or cfg.decoder_dim % 4:
+            raise ValueError("model widths must be multiples of 4 (2-D sin-cos embeddings)")
+        self.cfg, self.geometry, self.normalizer = cfg, geometry, normalizer
+        self.groups = geometry.groups()
+        d, dd, pp = cfg.dim, cfg.decoder_dim, geometry.patch_pixels
+        valid = torch.tensor(geometry.valid_patch_indices)
+        self.register_buffer("patch_row", valid // geometry.patch_cols, persistent=False)
+        self.register_buffer("patch_col", valid % geometry.patch_cols, persistent=False)
+        width = {
+            n: len(mods) * (pp if n in ("image", *IMAGE_MODALITIES) else 1)
+            for n, mods in self.groups
+        }
+        self.width = width
+        # values and validity flags in, one token out; one prediction head out per group
+        self.embed = nn.ModuleDict({n: nn.Linear(2 * w, d) for n, w in width.items()})
+        self.head = nn.ModuleDict({n: nn.Linear(dd, w) for n, w in width.items()})
+        self.group_embed = nn.ParameterDict({n: nn.Parameter(torch.zeros(d)) for n in width})
+        self.decoder_group_embed = nn.ParameterDict(
+            {n: nn.Parameter(torch.zeros(dd)) for n in width}
+        )
+        self.doy = nn.Linear(2, d)
+        self.decoder_doy = nn.Linear(2, dd)
+        self.static = nn.Linear(2 * max(geometry.static_attributes, 1), d)
+        self.rain = nn.Linear(d, d)  # catchment-rain feature onto the vector tokens
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(d)
+        self.to_decoder = nn.Linear(d, dd)
+        self.mask_token = nn.Parameter(torch.zeros(dd))
+        self.decoder_blocks = nn.ModuleList(
+            Block(dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(dd)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for p in (*self.group_embed.values(), *self.decoder_group_embed.values()):
+            nn.init.normal_(p, std=0.02)
+
+    # ------------------------------------------------------------ inputs
+    def _values(self, batch: dict, name: str) -> tuple[Tensor, Tensor]:
+        """Normalised values with invalid ones zeroed, and validity as 0/1 floats."""
+        valid = batch[f"{name}_valid"]
+        raw = batch[name].float()
+        if self.normalizer.stats[name].transform == "log1p":
+            raw = raw.clamp_min(0.0)  # log1p needs x > -1; invalid entries are zeroed below
+        x = self.normalizer.normalize(name, raw)
+        return torch.where(valid, x, torch.zeros_like(x)), valid.float()
+
+    def _group_tokens(
+        self, batch: dict, name: str, mods: tuple[str, ...]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Values ``[B, L, w]``, validity ``[B, L, w]`` and mask ``[B, L]`` of one group."""
+        xs, vs = zip(*(self._values(batch, m) for m in mods), strict=True)
+        if mods[0] in IMAGE_MODALITIES:  # [B, T, N, P] each -> [B, T*N, k*P]
+            b, t, n, _ = xs[0].shape
+            x = torch.cat(xs, dim=-1).reshape(b, t * n, -1)
+            v = torch.cat(vs, dim=-1).reshape(b, t * n, -1)
+            idx = batch["valid_patch_indices"].to(x.device)
+            mask = batch[f"{mods[0]}_mask"][..., idx].reshape(b, t * n)  # [B, T*N]
+        else:  # [B, T] each -> [B, T, k]
+            x, v = torch.stack(xs, dim=-1), torch.stack(vs, dim=-1)
+            mask = batch[f"{mods[0]}_mask"]
+        return x, v, mask.to(x.device)
+
+    def _position(self, batch: dict, name: str, dim: int, doy_layer: nn.Linear) -> Tensor:
+        """Where and when each token of a group is: ``[B, L, dim]``."""
+        doy = batch["doy"].float() if "doy" in batch else torch.zeros(batch["evap"].shape)
+        doy = doy.to(self.patch_row.device)  # [B, T]
+        b, t = doy.shape
+        day = sincos(torch.arange(t, device=doy.device), dim)  # [T, dim]
+        angle = 2 * math.pi * doy / 365.25
+        season = doy_layer(torch.stack([angle.sin(), angle.cos()], dim=-1))  # [B, T, dim]
+        when = day + season  # [B, T, dim]
+        if name in ("image", *IMAGE_MODALITIES):
+            where = torch.cat(
+                [sincos(self.patch_row, dim // 2), sincos(self.patch_col, dim // 2)], dim=-1
+            )  # [N, dim]
+            n = where.shape[0]
+            return (when[:, :, None, :] + where[None, None]).reshape(b, t * n, dim)
+        return when
+
+    # ------------------------------------------------------------ forward
+    def encode(self, batch: dict) -> tuple[Tensor, dict, dict]:
+        """Encode the visible tokens: features ``[B, 1 + S_visible, D]`` (static token first),
+        how to restore each group's order, and each group's (values, validity, mask)."""
+        dev = self.mask_token.device
+        batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        visible, restore, parts = [], {}, {}
+        image: tuple[Tensor, Tensor] | None = None
+        for name, mods in self.groups:
+            x, v, mask = self._group_tokens(batch, name, mods)  # [B, L, w] x2, [B, L]
+            tokens = self.embed[name](torch.cat([x, v], dim=-1))  # [B, L, D]
+            tokens = tokens + self._position(batch, name, self.cfg.dim, self.doy)
+            tokens = tokens + self.group_embed[name]
+            if mods[0] == IMAGE_MODALITIES[0]:
+                image = (tokens, mask)  # precipitation's tokens carry the catchment's rain
+            elif mods[0] in VECTOR_MODALITIES and image is not None and "catchment_weight" in batch:
+                tokens = tokens + self.rain(self._catchment_rain(batch, *image))
+            n_keep = int((~mask[0]).sum())
+            if not bool(((~mask).sum(dim=1) == n_keep).all()):
+                raise ValueError(f"{name}: samples of a batch must keep the same number of tokens")
+            order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first
+            keep = order[:, :n_keep, None].expand(-1, -1, tokens.shape[-1])  # [B, n_keep, D]
+            visible.append(torch.gather(tokens, 1, keep))  # masked tokens are removed
+            restore[name] = (order, n_keep, mask)
+            parts[name] = (x, v, mask)
+        h = torch.cat([self._static(batch), *visible], dim=1)  # [B, 1 + S_visible, D]
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h), restore, parts
+
+    def forward(self, batch: dict) -> dict[str, dict[str, Tensor]]:
+        """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``
+        ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked) and ``predicted`` ``[B, L]``."""
+        h, restore, parts = self.encode(batch)
+        decoded = self._decode(batch, self.to_decoder(h), restore)
+        return {
+            name: {
+                "pred": decoded[name][0],
+                "predicted": decoded[name][1],
+                "target": parts[name][0],
+                "valid": parts[name][1] > 0,
+                "mask": parts[name][2],
+            }
+            for name, _ in self.groups
+        }
+
+    def _catchment_rain(self, batch: dict, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Per day, the catchment-weighted mean of the visible image tokens: ``[B, T, D]``."""
+        b = tokens.shape[0]
+        w = batch["catchment_weight"].float()  # [B, N]
+        n = w.shape[1]
+        t = tokens.shape[1] // n
+        seen = ~mask.reshape(b, t, n)  # [B, T, N]
+        share = seen.float() * w[:, None, :]
+        share = share / share.sum(-1, keepdim=True).clamp_min(1e-6)
+        visible = torch.where(seen[..., None], tokens.reshape(b, t, n, -1), 0.0)  # masked out
+        return torch.einsum("btn,btnd->btd", share, visible)
+
+    def _static(self, batch: dict) -> Tensor:
+        if "static" in batch and batch["static"].shape[-1]:
+            s = batch["static"].float()
+            x = torch.cat([torch.sign(s) * torch.log1p(s.abs()), batch["static_valid"].float()], -1)
+        else:
+            x = torch.zeros(
+                batch["evap"].shape[0], self.static.in_features, device=self.mask_token.device
+            )
+        return self.static(x)[:, None, :]
+
+    def _decode(self, batch: dict, h: Tensor, restore: dict) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per group: predictions ``[B, L, w]`` and where they were made ``[B, L]`` (bool)."""
+        dd = self.cfg.decoder_dim
+        queries, offset = [], 1
+        for name, _ in self.groups:
+            order, n_keep, mask = restore[name]
+            b, length = mask.shape
+            seq = self.mask_token.expand(b, length, dd).clone()  # [B, L, Dd]
+            if self.cfg.decoder == "mae":  # visible positions carry their encoder output
+                enc = h[:, offset : offset + n_keep]  # [B, n_keep, Dd]
+                seq.scatter_(1, order[:, :n_keep, None].expand(-1, -1, dd), enc)
+            offset += n_keep
+            seq = seq + self._position(batch, name, dd, self.decoder_doy)
+            queries.append(seq + self.decoder_group_embed[name])
+        if self.cfg.decoder == "mae":
+            x = torch.cat([h[:, :1], *queries], dim=1)  # [B, 1 + sum L, Dd]
+            for block in self.decoder_blocks:
+                x = block(x)
+            x = self.decoder_norm(x)[:, 1:]
+            out, offset = {}, 0
+            for (name, _), q in zip(self.groups, queries, strict=True):
+                length = q.shape[1]
+                out[name] = (self.head[name](x[:, offset : offset + length]), restore[name][2])
+                offset += length
+            return out
+        # CrossMAE: only masked positions are queried (a random share of them in training),
+        # and they attend to the encoder output alone
+        picked, gathered = {}, []
+        for (name, _), q in zip(self.groups, queries, strict=True):
+            order, n_keep, mask = restore[name]
+            masked = order[:, n_keep:]  # [B, n_masked]
+            n = masked.shape[1]
+            take = max(1, round(n * self.cfg.cross_fraction)) if self.training and n else n
+            if take < n:
+                choice = torch.rand(masked.shape, device=masked.device).argsort(dim=1)[:, :take]
+                masked = torch.gather(masked, 1, choice)
+            picked[name] = masked
+            gathered.append(torch.gather(q, 1, masked[..., None].expand(-1, -1, dd)))
+        x = torch.cat(gathered, dim=1)  # [B, sum picked, Dd]
+        for block in self.decoder_blocks:
+            x = block(x, context=h)
+        x = self.decoder_norm(x)
+        out, offset = {}, 0
+        for (name, _), q in zip(self.groups, queries, strict=True):
+            idx = picked[name]
+            b, length = q.shape[:2]
+            pred = self.head[name](x[:, offset : offset + idx.shape[1]])  # [B, picked, w]
+            offset += idx.shape[1]
+            full = pred.new_zeros(b, length, pred.shape[-1]).scatter(
+                1, idx[..., None].expand(-1, -1, pred.shape[-1]), pred
+            )
+            where = torch.zeros(b, length, dtype=torch.bool, device=pred.device)
+            out[name] = (full, where.scatter(1, idx, True))
+        return out
