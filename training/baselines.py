@@ -1,0 +1,108 @@
+"""Honest baselines for masked reconstruction, on exactly the model's masks.
+
+Every baseline fills the masked values of a collated batch from what the encoder could
+see (visible, valid values) and, for climatology, from the training period:
+
+- ``interpolate_time``: per pixel (or catchment series), linear interpolation in time
+  between the nearest visible valid days; at the window's edges the nearest visible day
+  is carried (constant extrapolation); with no visible day at all, 0 in normalised units
+  (the training mean).
+- ``neighbour_mean``: for an image patch on a masked day, the mean of the valid pixels of
+  the visible patches among its 8 neighbours on the patch grid, that day; where none is
+  visible, the time interpolation above.
+- ``Climatology``: the training period's day-of-year mean per pixel or per catchment,
+  smoothed by a fit of three annual harmonics.
+
+All work in normalised units, on tensors shaped like the batch: images ``[B, T, N, P]``,
+vectors ``[B, T]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+HARMONICS = 3
+
+
+def interpolate_time(values: Tensor, known: Tensor) -> Tensor:
+    """Fill ``values [B, T, ...]`` where ``known`` is False by linear interpolation in time."""
+    t = values.shape[1]
+    days = torch.arange(t, device=values.device).view(1, t, *([1] * (values.dim() - 2)))
+    days = days.expand_as(values)
+    big = t + 1
+    prev_day = torch.where(known, days, torch.full_like(days, -big)).cummax(dim=1).values
+    next_day = torch.where(known, days, torch.full_like(days, 2 * big))
+    next_day = next_day.flip(1).cummin(dim=1).values.flip(1)
+    has_prev, has_next = prev_day >= 0, next_day < t
+    prev_val = values.gather(1, prev_day.clamp(0, t - 1))
+    next_val = values.gather(1, next_day.clamp(0, t - 1))
+    span = (next_day - prev_day).clamp_min(1).float()
+    frac = (days - prev_day).float() / span
+    inner = prev_val + frac * (next_val - prev_val)
+    filled = torch.where(has_prev & has_next, inner, torch.where(has_prev, prev_val, next_val))
+    filled = torch.where(has_prev | has_next, filled, torch.zeros_like(values))
+    return torch.where(known, values, filled)
+
+
+def patch_neighbours(valid_patch_indices: Tensor, cols: int) -> Tensor:
+    """``[N, N]`` float: 1 where two valid patches touch (8-neighbourhood), 0 elsewhere."""
+    rows_, cols_ = valid_patch_indices // cols, valid_patch_indices % cols
+    dr = (rows_[:, None] - rows_[None, :]).abs()
+    dc = (cols_[:, None] - cols_[None, :]).abs()
+    return ((dr <= 1) & (dc <= 1) & ~((dr == 0) & (dc == 0))).float()
+
+
+def neighbour_mean(values: Tensor, valid: Tensor, masked: Tensor, adjacency: Tensor) -> Tensor:
+    """Image baseline. ``values``/``valid`` ``[B, T, N, P]``, ``masked`` ``[B, T, N]``."""
+    seen = valid & ~masked[..., None]  # [B, T, N, P]
+    sums = torch.einsum("mn,btnp->btm", adjacency, torch.where(seen, values, 0.0))
+    counts = torch.einsum("mn,btnp->btm", adjacency, seen.float())
+    spatial = (sums / counts.clamp_min(1))[..., None].expand_as(values)  # [B, T, N, P]
+    fallback = interpolate_time(values, seen)
+    fill = torch.where((counts > 0)[..., None], spatial, fallback)
+    return torch.where(masked[..., None], fill, values)
+
+
+def harmonic_design(doy: np.ndarray) -> np.ndarray:
+    """``[..., 1 + 2 * HARMONICS]``: a constant and sin/cos of the annual harmonics."""
+    angle = 2 * math.pi * np.asarray(doy, dtype=np.float64) / 365.25
+    cols = [np.ones_like(angle)]
+    for k in range(1, HARMONICS + 1):
+        cols += [np.sin(k * angle), np.cos(k * angle)]
+    return np.stack(cols, axis=-1)
+
+
+class Climatology:
+    """Smoothed day-of-year mean per series, fitted by least squares on annual harmonics.
+
+    ``fit`` accumulates normal equations block by block (bounded memory), NaN-aware, so it
+    can run over decades of a Zarr store: per series, values ``[T, S]`` and ``doy [T]``.
+    """
+
+    def __init__(self, series: int) -> None:
+        k = 1 + 2 * HARMONICS
+        self.xtx = np.zeros((series, k, k))
+        self.xty = np.zeros((series, k))
+
+    def fit(self, values: np.ndarray, doy: np.ndarray) -> Climatology:
+        x = harmonic_design(doy)  # [T, K]
+        v = np.asarray(values, dtype=np.float64).reshape(len(doy), -1)  # [T, S]
+        ok = np.isfinite(v)
+        v = np.where(ok, v, 0.0)
+        self.xtx += np.einsum("ts,tk,tl->skl", ok.astype(np.float64), x, x)
+        self.xty += np.einsum("ts,tk->sk", v, x)
+        return self
+
+    def coefficients(self) -> np.ndarray:
+        """``[S, K]``; series without data get zeros (the training mean in normalised units)."""
+        k = self.xtx.shape[-1]
+        ridge = 1e-6 * np.eye(k)
+        return np.linalg.solve(self.xtx + ridge, self.xty[..., None])[..., 0]
+
+    def predict(self, doy: np.ndarray) -> np.ndarray:
+        """``[..., S]`` for day-of-year values ``doy [...]``."""
+        return harmonic_design(doy) @ self.coefficients().T
