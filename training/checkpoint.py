@@ -1,0 +1,66 @@
+"""Self-contained checkpoints, written atomically, refused against another dataset.
+
+A checkpoint holds everything a run needs to continue exactly: model, optimizer,
+scheduler, loader state, every random state, the configuration, the geometry and valid
+patch indices, the normaliser, and the sha256 of the dataset's manifest. It is written to
+a temporary file, fsynced and renamed, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.dataset import MANIFEST
+
+
+def manifest_hash(data_dir: str | Path) -> str:
+    return hashlib.sha256((Path(data_dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def random_states() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 (user code may use the global state)
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])  # noqa: NPY002
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Read a checkpoint; with ``data_dir``, refuse it unless it was made on that dataset."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if data_dir is not None and state.get("manifest_sha256") != manifest_hash(data_dir):
+        raise ValueError(
+            f"checkpoint {path} was made on another dataset than {data_dir} (its manifest "
+            "differs): evaluate or resume it on the dataset it was trained on"
+        )
+    return state
