@@ -1,0 +1,238 @@
+"""Benchmark: the loader's throughput in bytes of batch tensors per second (not a test).
+
+On one synthetic dataset on the Great Britain grid (290 x 180, 94 valid patches; default
+540 days, 10 catchments, 90-day windows every 15 days: 31 training windows in 8 shards),
+in one run, all delivering batches of ``--batch-size`` samples of the same shapes:
+
+  (a) the reference: one process reads the shards (``pipeline.samples.read_shard``:
+      tarfile + ``np.load``), expands each window to its catchments and stacks the five
+      modalities into ``[B, T, N_valid, p*p]`` / ``[B, T]`` tensors, nothing else; run
+      before and after the others, the faster run is the reference;
+  (b) the project's loader (``build_loader``, shards, training mode, masks and validity
+      and all) with 0, 1 and 2 worker processes;
+  (c) a sanity check: an upstream-style loader that reads full 290 x 180 grids from the
+      raw NetCDF files for every (catchment, window) sample (a few batches only).
+
+"bytes/s" counts the five modality tensors of each batch (what the reference delivers);
+the loader's extra tensors (validity, masks, static ...) are shown apart. The first batch
+of each configuration (worker start-up) is not timed. Goal: (b) with 2 workers at least
+0.8 of (a). The dataset is made once under ``--work`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import config
+from pipeline.dataset import IMAGE_VARS, SHARDS, VECTOR_VARS, read_manifest
+from pipeline.samples import CatchmentTable, expand, read_shard
+
+DATA_KEYS = (*IMAGE_VARS, *VECTOR_VARS)
+
+
+def make_dataset(work: Path, days: int, catchments: int, stride: int) -> Path:
+    from preprocessing.job import PreprocessConfig, run_job
+    from preprocessing.synth import generate
+
+    raw, out = work / "raw", work / "dataset"
+    if (out / "manifest.json").exists():
+        return out
+    print(f"making the dataset in {work} (once) ...", flush=True)
+    generate(raw, start="2000-01-01", days=days, catchments=catchments, seed=0, progress=False)
+    end = dt.date(2000, 1, 1) + dt.timedelta(days=days - 1)
+    settings = {
+        "out": out,
+        "train": f"2000-01-01:{end.isoformat()}",
+        "val": None,
+        "test": None,
+        "window": 90,
+        "stride": stride,
+        "samples_per_shard": 4,
+        "progress": False,
+    }
+    run_job(config.load(PreprocessConfig, raw / "preprocess.toml", settings))
+    return out
+
+
+def tensor_bytes(batch: dict, keys: tuple[str, ...] | None = None) -> int:
+    return sum(
+        v.numel() * v.element_size()
+        for k, v in batch.items()
+        if isinstance(v, torch.Tensor) and (keys is None or k in keys)
+    )
+
+
+def measure(batches: Iterator[dict], label: str) -> dict:
+    """Time every batch after the first; count data bytes and all tensor bytes."""
+    first = next(batches)
+    start = time.perf_counter()
+    n, data, total = 0, 0, 0
+    for batch in batches:
+        n += 1
+        data += tensor_bytes(batch, DATA_KEYS)
+        total += tensor_bytes(batch)
+    seconds = time.perf_counter() - start
+    result = {
+        "label": label,
+        "batches": n,
+        "seconds": seconds,
+        "data_gb_s": data / seconds / 1e9,
+        "all_gb_s": total / seconds / 1e9,
+        "batch_mb": tensor_bytes(first, DATA_KEYS) / 1e6,
+    }
+    print(
+        f"  {label:<34} {n:4d} batches in {seconds:6.2f} s: {result['data_gb_s']:6.3f} GB/s "
+        f"data ({result['all_gb_s']:6.3f} GB/s all tensors)",
+        flush=True,
+    )
+    return result
+
+
+# ------------------------------------------------------------------ (a) the reference
+def reference(data: Path, batch_size: int, epochs: int) -> Iterator[dict]:
+    manifest = read_manifest(data)
+    table = CatchmentTable.from_manifest(manifest)
+    shards = [data / SHARDS / e["name"] for e in manifest["shards"] if e["split"] == "train"]
+    p2 = manifest["grid"]["patch_size"] ** 2
+    for _ in range(epochs):
+        pending: list[dict] = []
+        for shard in shards:
+            for window in read_shard(shard):
+                pending += expand(window, table)
+                while len(pending) >= batch_size:
+                    chunk, pending = pending[:batch_size], pending[batch_size:]
+                    batch = {}
+                    for name in IMAGE_VARS:
+                        x = np.stack([s[name] for s in chunk])  # [B, T, N, p, p]
+                        batch[name] = torch.from_numpy(x.reshape(*x.shape[:3], p2))
+                    for name in VECTOR_VARS:
+                        batch[name] = torch.from_numpy(np.stack([s[name] for s in chunk]))
+                    yield batch
+
+
+# ------------------------------------------------------------------ (b) the loader
+def project(data: Path, batch_size: int, epochs: int, workers: int) -> Iterator[dict]:
+    from pipeline.loader import build_loader
+
+    loader = build_loader(
+        source=str(data), batch_size=batch_size, num_workers=workers, rank=0, world_size=1
+    )
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        yield from loader
+
+
+# ------------------------------------------------------------------ (c) upstream style
+def upstream(raw: Path, data: Path, batch_size: int, batches: int) -> Iterator[dict]:
+    """Full grids from NetCDF for every (catchment, window) sample, as the seed's loader."""
+    import netCDF4
+    import pandas as pd
+
+    manifest = read_manifest(data)
+    files = {
+        "precip": ("rainfall", sorted(raw.glob("rainfall_hadukgrid_uk_5km_day_*.nc"))),
+        "soil": ("sm", sorted(raw.glob("sm_synthetic_5km_day_*.nc"))),
+        "temp": ("tas", sorted(raw.glob("tas_hadukgrid_uk_5km_day_*.nc"))),
+    }
+    ids = manifest["catchments"]["ids"]
+    series = {
+        g: pd.read_csv(next(raw.glob(f"CAMELS_GB_hydromet_timeseries_{g}_*.csv")), index_col=0)
+        for g in ids
+    }
+    starts = [dt.date.fromisoformat(s) for s in manifest["splits"]["train"]["window_starts"]]
+
+    def grid(name: str, start: dt.date) -> np.ndarray:
+        var, paths = files[name]
+        days = []
+        for path in paths:  # every file is opened for every sample, as a per-sample reader does
+            with netCDF4.Dataset(path) as nc:
+                t = nc["time"]
+                dates = netCDF4.num2date(t[:], t.units, t.calendar)
+                first = dt.date(dates[0].year, dates[0].month, dates[0].day)
+                lo = (start - first).days
+                hi = lo + 90
+                if hi <= 0 or lo >= len(dates):
+                    continue
+                days.append(np.ma.filled(nc[var][max(lo, 0) : min(hi, len(dates))], np.nan))
+        return np.concatenate(days).astype(np.float32)  # [90, H, W]
+
+    def samples():
+        for start in starts:
+            for g in ids:
+                end = start + dt.timedelta(days=89)
+                rows = series[g].loc[start.isoformat() : end.isoformat()]
+                yield {
+                    **{name: grid(name, start) for name in IMAGE_VARS},
+                    "evap": rows["pet"].to_numpy(np.float32),
+                    "riverflow": rows["discharge_spec"].to_numpy(np.float32),
+                }
+
+    it = samples()
+    for _ in range(batches + 1):
+        chunk = [next(it) for _ in range(batch_size)]
+        yield {k: torch.from_numpy(np.stack([s[k] for s in chunk])) for k in DATA_KEYS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/hydromae-bench-loader"))
+    parser.add_argument("--days", type=int, default=540)
+    parser.add_argument("--catchments", type=int, default=10)
+    parser.add_argument("--stride", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--upstream-batches", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    args = parser.parse_args()
+
+    data = make_dataset(args.work, args.days, args.catchments, args.stride)
+    m = read_manifest(data)
+    train = m["splits"]["train"]
+    print(
+        f"dataset: {train['windows']} training windows x {len(m['catchments']['ids'])} "
+        f"catchments, window {m['window']} days, {len(m['valid_patch_indices'])} valid patches, "
+        f"{sum(e['bytes'] for e in m['shards']) / 1e6:.0f} MB of shards; batch size "
+        f"{args.batch_size}, {args.epochs} epoch(s) per configuration",
+        flush=True,
+    )
+    for shard in (data / SHARDS).glob("*.tar"):  # the page cache holds the shards for all
+        shard.read_bytes()
+    results = [measure(reference(data, args.batch_size, args.epochs), "(a) reference, 1 process")]
+    for workers in (0, 1, 2):
+        results.append(
+            measure(
+                project(data, args.batch_size, args.epochs, workers),
+                f"(b) loader, {workers} worker(s)",
+            )
+        )
+    results.append(measure(reference(data, args.batch_size, args.epochs), "(a) reference, again"))
+    results.append(
+        measure(
+            upstream(args.work / "raw", data, args.batch_size, args.upstream_batches),
+            "(c) upstream-style NetCDF grids",
+        )
+    )
+    ref = max(results[0]["data_gb_s"], results[4]["data_gb_s"])
+    print(f"\nratios to the reference ({ref:.3f} GB/s of batch data, the faster of its runs):")
+    for r in results:
+        r["ratio"] = r["data_gb_s"] / ref
+        print(f"  {r['label']:<34} {r['ratio']:6.3f}")
+    goal = results[3]["ratio"]
+    print(
+        f"\ngoal: loader with 2 workers >= 0.8 x reference: {goal:.3f} "
+        f"({'met' if goal >= 0.8 else 'NOT met'})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

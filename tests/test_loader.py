@@ -1,0 +1,453 @@
+"""The streaming loader: sources, samples per catchment, ranks x workers, resume, faults, HTTP.
+
+One small dataset per module: 100 synthetic days, 3 catchments, window 20, stride 10, the
+train split (60 days) in 5 windows over 3 uneven shards (2, 2, 1 windows). Ranks and
+workers are simulated in-process (``WindowDataset.rank_batches`` interleaves the workers'
+streams as the DataLoader does); one test checks that real worker processes agree.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import logging
+import shutil
+import socket
+import tarfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import config
+from pipeline.dataset import SHARDS, read_manifest
+from pipeline.loader import LoaderConfig, build_loader, resolve_rank
+from pipeline.samples import CatchmentTable, expand, read_shard
+from pipeline.sources import shard_label
+from preprocessing.job import PreprocessConfig, run_job
+from preprocessing.synth import generate
+
+SPLITS = {
+    "train": "2000-01-01:2000-02-29",  # 60 days: windows at days 0, 10, 20, 30, 40
+    "val": "2000-03-01:2000-03-20",
+    "test": "2000-03-21:2000-04-09",
+}
+TENSORS = ("precip", "soil", "temp", "evap", "riverflow", "static", "catchment_weight", "doy")
+MASKS = ("precip_mask", "soil_mask", "temp_mask", "evap_mask", "riverflow_mask")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    raw = tmp_path_factory.mktemp("raw")
+    generate(raw, start="2000-01-01", days=100, catchments=3, seed=1, progress=False)
+    out = tmp_path_factory.mktemp("data") / "dataset"
+    settings = dict(window=20, stride=10, samples_per_shard=2, progress=False, out=out, **SPLITS)
+    run_job(config.load(PreprocessConfig, raw / "preprocess.toml", settings))
+    return out
+
+
+def loader(dataset, **options):
+    options.setdefault("num_workers", 0)
+    options.setdefault("rank", 0)
+    options.setdefault("world_size", 1)
+    return build_loader(source=str(dataset), **options)
+
+
+def keys(batches) -> list[list[str]]:
+    return [list(b["sample_key"]) for b in batches]
+
+
+def flat(batches) -> list[str]:
+    return [k for b in batches for k in b["sample_key"]]
+
+
+def by_key(batches, names=TENSORS) -> dict[str, dict[str, torch.Tensor]]:
+    out = {}
+    for b in batches:
+        for i, key in enumerate(b["sample_key"]):
+            if not key.startswith("pad-"):
+                out[key] = {n: b[n][i] for n in names}
+    return out
+
+
+def simulate(dataset, world, workers, epoch=0, **options) -> list[list[dict]]:
+    """Every rank's batches of ``epoch``, each rank's workers simulated in-process."""
+    out = []
+    for rank in range(world):
+        ld = loader(dataset, rank=rank, world_size=world, num_workers=0, **options)
+        out.append(list(ld.dataset.rank_batches(epoch, workers=workers)))
+    return out
+
+
+def all_samples(dataset, split="train") -> set[str]:
+    m = read_manifest(dataset)
+    return {
+        f"{s.replace('-', '')}-{g}"
+        for s in m["splits"][split]["window_starts"]
+        for g in m["catchments"]["ids"]
+    }
+
+
+# ----------------------------------------------------------------- sources and samples
+def test_zarr_and_shards_give_bit_identical_samples(dataset):
+    m = read_manifest(dataset)
+    runs = {
+        reader: list(loader(dataset, reader=reader, mode="val", batch_size=4))
+        for reader in ("shards", "zarr")
+    }
+    a, b = by_key(runs["shards"], (*TENSORS, "precip_valid")), by_key(runs["zarr"])
+    assert set(a) == set(b) == all_samples(dataset)
+    for key in a:
+        for name in TENSORS:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    # and both equal the plain reader's windows, expanded (physical units, NaN -> 0 + valid)
+    table = CatchmentTable.from_manifest(m)
+    window = next(read_shard(dataset / SHARDS / "train-000000.tar"))
+    sample = expand(window, table)[2]
+    got = a[sample["sample_key"]]
+    ref = torch.from_numpy(sample["precip"]).reshape(20, 94, 100)
+    assert torch.equal(got["precip"][got["precip_valid"]], ref[got["precip_valid"]])
+    assert torch.equal(torch.isfinite(ref) & got["precip_valid"], got["precip_valid"])
+    assert got["precip"].shape == (20, 94, 100)
+    # Zarr windows at any stride: stride 5 cuts 9 windows, those at the manifest's starts agree
+    ld = loader(dataset, reader="zarr", mode="val", batch_size=3, stride=5)
+    c = by_key(list(ld))
+    assert len(c) == 9 * 3 and set(a) < set(c)
+    for key in a:
+        assert torch.equal(a[key]["temp"], c[key]["temp"])
+
+
+def test_batches_follow_the_schema(dataset):
+    ld = loader(dataset, batch_size=4)
+    batch = next(iter(ld))
+    assert batch["precip"].shape == (4, 20, 94, 100) and batch["precip"].dtype == torch.float32
+    assert batch["precip_mask"].shape == (4, 20, 522)
+    assert (batch["precip_mask"].sum(-1) == 70).all() and (batch["evap_mask"].sum(-1) == 15).all()
+    assert batch["evap"].shape == (4, 20) and batch["static"].shape == (4, 3)
+    assert batch["catchment_weight"].shape == (4, 94) and batch["doy"].dtype == torch.int16
+    assert batch["weight"].tolist() == [1.0] * 4 and len(batch["sample_key"]) == 4
+    assert batch["valid_patch_indices"].tolist() == read_manifest(dataset)["valid_patch_indices"]
+
+
+def test_k_random_catchments_per_window(dataset):
+    starts = {k.split("-")[0] for k in all_samples(dataset)}
+    picks = {}
+    for reader in ("shards", "zarr"):
+        for epoch in (0, 1):
+            ld = loader(dataset, reader=reader, catchments_per_window=2, batch_size=2)
+            ld.set_epoch(epoch)
+            got = Counter(k.split("-")[0] for k in flat(ld))
+            assert set(got) <= starts and all(n == 2 for n in got.values())  # K = 2 each
+            assert sum(got.values()) == 5 * 2
+            picks[reader, epoch] = sorted(flat(ld))
+    assert picks["shards", 0] == picks["zarr", 0]  # keyed by (seed, epoch, window)
+    assert picks["shards", 0] != picks["shards", 1]  # and drawn again each epoch
+
+
+def test_a_batch_mixes_windows(dataset):
+    for reader in ("shards", "zarr"):
+        batches = list(loader(dataset, reader=reader, batch_size=4, shuffle_windows=4))
+        mixed = [len({k.split("-")[0] for k in b}) > 1 for b in keys(batches)]
+        assert sum(mixed) >= len(mixed) - 1 and len(mixed) == 3, reader
+
+
+# ----------------------------------------------------------------- ranks x workers
+@pytest.mark.parametrize("reader", ["shards", "zarr"])
+def test_training_gives_every_rank_the_same_batches(dataset, reader):
+    for epoch in (0, 1):
+        ranks = simulate(dataset, 2, 2, epoch, reader=reader, batch_size=2)
+        counts = [len(r) for r in ranks]
+        assert counts[0] == counts[1] > 0  # no DDP hang on the uneven shards (2, 2, 1)
+        seen = flat(ranks[0]) + flat(ranks[1])
+        assert len(seen) == len(set(seen))  # disjoint shares
+        assert set(seen) <= all_samples(dataset)
+        assert all(w == 1.0 for r in ranks for b in r for w in b["weight"].tolist())
+    ld = loader(dataset, reader=reader, batch_size=2, rank=1, world_size=2, num_workers=2)
+    assert len(ld) == counts[1]  # len() tells the trainer the count in advance
+
+
+@pytest.mark.parametrize(("reader", "world", "workers"), [("shards", 2, 2), ("zarr", 2, 2),
+                                                          ("shards", 3, 1)])  # fmt: skip
+def test_evaluation_gives_every_sample_exactly_once_padded(dataset, reader, world, workers):
+    ranks = simulate(dataset, world, workers, reader=reader, mode="eval", batch_size=2)
+    assert len({len(r) for r in ranks}) == 1  # ranks stay equal
+    real, pads = [], 0
+    for rank in ranks:
+        for b in rank:
+            for key, weight, c in zip(
+                b["sample_key"], b["weight"].tolist(), b["catchment_index"].tolist(), strict=True
+            ):
+                if weight == 0.0:
+                    pads += 1
+                    assert c == -1 and key.startswith("pad-")
+                else:
+                    assert weight == 1.0
+                    real.append(key)
+            assert not b["precip_valid"][b["weight"] == 0].any()  # padding holds nothing valid
+    assert sorted(real) == sorted(all_samples(dataset))  # every sample exactly once
+    assert pads == sum(len(r) for r in ranks) * 2 - 15 > 0
+
+
+def test_shuffling_changes_each_epoch_and_is_reproducible(dataset):
+    for reader in ("shards", "zarr"):
+        a0 = simulate(dataset, 1, 2, 0, reader=reader, batch_size=3)[0]
+        a1 = simulate(dataset, 1, 2, 1, reader=reader, batch_size=3)[0]
+        b0 = simulate(dataset, 1, 2, 0, reader=reader, batch_size=3)[0]
+        assert keys(a0) != keys(a1), reader
+        assert keys(a0) == keys(b0), reader  # streaming: reproducible for fixed ranks x workers
+        for x, y in zip(a0, b0, strict=True):
+            for name in (*TENSORS, *MASKS):
+                assert torch.equal(x[name], y[name])
+
+
+def test_zarr_order_is_independent_of_the_workers(dataset):
+    runs = [
+        simulate(dataset, 1, w, 3, reader="zarr", batch_size=2, shuffle_windows=2)[0]
+        for w in (1, 2, 3)
+    ]
+    assert keys(runs[0]) == keys(runs[1]) == keys(runs[2])
+    for name in MASKS:
+        assert all(torch.equal(x[name], y[name]) for x, y in zip(runs[0], runs[2], strict=True))
+
+
+def test_masks_are_keyed_by_sample_not_by_worker(dataset):
+    one = by_key(simulate(dataset, 1, 1, 2, batch_size=2)[0], MASKS)
+    two = by_key(simulate(dataset, 1, 2, 2, batch_size=2)[0], MASKS)
+    common = set(one) & set(two)
+    assert len(common) >= 6
+    for key in common:
+        for name in MASKS:
+            assert torch.equal(one[key][name], two[key][name])
+    three = by_key(simulate(dataset, 1, 1, 3, batch_size=2)[0], MASKS)  # another epoch
+    key = next(iter(set(one) & set(three)))
+    assert not torch.equal(one[key]["precip_mask"], three[key]["precip_mask"])
+
+
+# ----------------------------------------------------------------- resume
+@pytest.mark.parametrize("reader", ["shards", "zarr"])
+def test_resume_mid_epoch_gives_exactly_the_remaining_batches(dataset, reader):
+    opts = dict(reader=reader, batch_size=2, shuffle_windows=2)
+    full = loader(dataset, **opts)
+    full.set_epoch(4)
+    expected = list(full)
+    assert len(expected) == len(full) == 7
+
+    first = loader(dataset, **opts)
+    first.set_epoch(4)
+    it = iter(first)
+    got = [next(it) for _ in range(3)]
+    state = first.state_dict()
+    assert state == {"epoch": 4, "batches": 3}
+
+    resumed = loader(dataset, **opts)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert keys(got + rest) == keys(expected)
+    for x, y in zip(rest, expected[3:], strict=True):
+        for name in (*TENSORS, *MASKS):
+            assert torch.equal(x[name], y[name])
+    assert resumed.state_dict() == {"epoch": 5, "batches": 0}
+
+
+def test_real_workers_match_the_simulation_resume_and_reshuffle(dataset):
+    """Worker processes (forkserver): the plan, per-epoch shuffling, resume."""
+    opts = dict(batch_size=1, shuffle_windows=2, prefetch_factor=2)
+    sim = {e: simulate(dataset, 2, 2, e, **opts)[1] for e in (0, 1)}
+    ld = loader(dataset, rank=1, world_size=2, num_workers=2, **opts)  # persistent workers
+    epochs = {}
+    for epoch in (0, 1):
+        ld.set_epoch(epoch)
+        epochs[epoch] = list(ld)
+        assert keys(epochs[epoch]) == keys(sim[epoch])
+    assert keys(epochs[0]) != keys(epochs[1])
+    for x, y in zip(epochs[1], sim[1], strict=True):
+        for name in (*TENSORS, *MASKS):
+            assert torch.equal(x[name], y[name])
+
+    # stop after one batch while the workers have prefetched more; resume in fresh workers
+    ld.set_epoch(1)
+    it = iter(ld)
+    taken = [next(it) for _ in range(3)]
+    state = ld.state_dict()
+    assert state == {"epoch": 1, "batches": 3} and keys(taken) == keys(sim[1])[:3]
+    again = loader(dataset, rank=1, world_size=2, num_workers=2, persistent_workers=False, **opts)
+    again.load_state_dict(state)
+    assert keys(list(again)) == keys(sim[1])[3:]
+    again.set_epoch(0)  # non-persistent workers shuffle each epoch too
+    assert keys(list(again)) == keys(sim[0])
+
+
+# ----------------------------------------------------------------- faults
+@pytest.fixture
+def broken(dataset, tmp_path) -> Path:
+    """A copy of the dataset whose shards can be damaged."""
+    copy = tmp_path / "broken"
+    shutil.copytree(dataset, copy)
+    return copy
+
+
+def tar_offsets(path: Path) -> list[tuple[str, int]]:
+    with tarfile.open(path) as tar:
+        return [(m.name, m.offset) for m in tar.getmembers()]
+
+
+def test_corrupt_and_truncated_shards_are_reported_skipped_and_counted(broken, caplog):
+    shards = broken / SHARDS
+    # a damaged header in the middle of train-000000 (tarfile would stop there silently)
+    _, offset = tar_offsets(shards / "train-000000.tar")[8]  # second window's 3rd member
+    data = bytearray((shards / "train-000000.tar").read_bytes())
+    data[offset + 100 : offset + 140] = b"\xff" * 40
+    (shards / "train-000000.tar").write_bytes(bytes(data))
+    # train-000001 cut in the middle of its second window
+    data = (shards / "train-000001.tar").read_bytes()
+    (shards / "train-000001.tar").write_bytes(data[: len(data) * 3 // 4])
+    caplog.set_level(logging.WARNING, logger="pipeline.loader")
+    ld = loader(broken, mode="eval", batch_size=2)
+    batches = list(ld)
+    assert len(batches) == len(ld) == 8  # the plan's count, whatever was lost
+    assert sorted(ld.stats.corrupt_shards) == ["train-000000.tar", "train-000001.tar"]
+    real = [k for b in batches for k, w in zip(b["sample_key"], b["weight"], strict=True) if w]
+    starts = sorted({k.split("-")[0] for k in real})
+    assert starts == ["20000101", "20000121", "20000210"]  # the windows before the damage
+    assert ld.stats.padded_samples == 16 - 9
+    assert "train-000000.tar" in caplog.text and "train-000001.tar" in caplog.text
+    assert "corrupt" in caplog.text
+
+
+def test_a_window_with_a_missing_member_is_reported_not_split(broken, caplog):
+    path = broken / SHARDS / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            if member.name != "20000111.riverflow.npy":
+                tar.addfile(member, io.BytesIO(data))
+    caplog.set_level(logging.WARNING, logger="pipeline.loader")
+    ld = loader(broken, mode="val", batch_size=3)
+    real = {k for b in ld for k, w in zip(b["sample_key"], b["weight"], strict=True) if w}
+    assert real == {k for k in all_samples(broken) if not k.startswith("20000111")}
+    assert ld.stats.bad_windows == 1 and ld.stats.corrupt_shards == []
+    assert "train-000000.tar" in caplog.text and "riverflow.npy" in caplog.text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_shard_is_retried_then_reported(dataset, caplog):
+    port = free_port()  # nothing listens there
+    caplog.set_level(logging.WARNING, logger="pipeline.loader")
+    ld = loader(
+        dataset,
+        shards=[
+            f"http://127.0.0.1:{port}/shards/train-000000.tar",
+            str(dataset / SHARDS / "train-000001.tar"),
+        ],
+        mode="eval",
+        batch_size=3,
+        retries=2,
+        retry_backoff=0.01,
+    )
+    batches = list(ld)
+    assert len(batches) == len(ld) == 4
+    assert ld.stats.retries == 2 and ld.stats.unreachable_shards == ["train-000000.tar"]
+    assert ld.stats.padded_samples == 6
+    assert {k.split("-")[0] for k in flat(batches) if not k.startswith("pad")} == {
+        "20000121",
+        "20000131",
+    }
+    assert f"127.0.0.1:{port}" in caplog.text and "unreachable" in caplog.text
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_shards_stream_over_http_like_the_local_path(dataset):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(dataset))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        remote = list(build_loader(source=url, num_workers=0, batch_size=4, world_size=1, rank=0))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    local = list(loader(dataset, batch_size=4))
+    piped = list(
+        loader(
+            dataset,
+            batch_size=4,
+            shards=[f"pipe:cat {dataset / SHARDS}/train-{{000000..000002}}.tar"],
+        )
+    )
+    assert keys(remote) == keys(local) == keys(piped) and len(local) == 3
+    for x, y, z in zip(remote, local, piped, strict=True):
+        for name in (*TENSORS, *MASKS):
+            assert torch.equal(x[name], y[name]) and torch.equal(y[name], z[name])
+
+
+# ----------------------------------------------------------------- configuration
+def test_config_from_toml_and_rank_from_torchrun_env(tmp_path, monkeypatch):
+    path = tmp_path / "loader.toml"
+    path.write_text('source = "data/x"\nreader = "zarr"\nbatch_size = 8\nshards = []\n')
+    cfg = config.load(LoaderConfig, path)
+    assert cfg.reader == "zarr" and cfg.batch_size == 8 and cfg.num_workers == 2
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert resolve_rank(None, None) == (3, 4)
+    assert resolve_rank(0, 1) == (0, 1)
+    with pytest.raises(ValueError, match="rank 4"):
+        resolve_rank(4, 4)
+    with pytest.raises(ValueError, match="mode"):
+        build_loader(source="x", mode="nope")
+    assert shard_label("pipe:curl -s http://h/a/train-000001.tar") == "train-000001.tar"
+
+
+def test_shards_not_in_the_manifest_are_refused(dataset):
+    with pytest.raises(ValueError, match="window count"):
+        loader(dataset, shards=["/elsewhere/other-000000.tar"])
+    with pytest.raises(ValueError, match="split 'val'"):
+        loader(dataset, shards=[str(dataset / SHARDS / "val-000000.tar")])
+
+
+def test_window_collate_equals_the_plain_collate(dataset):
+    """The per-window memo gives the parent's output, bit for bit."""
+    from pipeline.collate import MultiScaleMaskedCollate
+
+    ld = loader(dataset, mode="eval", batch_size=4)
+    ds = ld.dataset
+    plain = MultiScaleMaskedCollate(
+        seq_len=20,
+        land_mask_path=dataset / "land_mask.pt",
+        mode="eval",
+        patch_indices=read_manifest(dataset)["valid_patch_indices"],
+    )
+    table = CatchmentTable.from_manifest(read_manifest(dataset))
+    windows = list(read_shard(dataset / SHARDS / "train-000000.tar"))
+    samples = [s | {"weight": 1.0} for w in windows for s in expand(w, table)]
+    for batch in (samples[:4], samples[2:6], samples[::-1]):
+        a, b = ds.collate(batch), plain(batch)
+        assert a.keys() == b.keys()
+        for name, value in a.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, b[name]), name
+            else:
+                assert value == b[name]
+
+
+@pytest.mark.parametrize("reader", ["shards", "zarr"])
+def test_resume_with_workers_in_any_phase(dataset, reader):
+    ld = loader(dataset, reader=reader, batch_size=1, num_workers=0)
+    full = keys(ld.dataset.rank_batches(2, workers=3))
+    for skip in (1, 2, 4, 5):
+        assert keys(ld.dataset.rank_batches(2, workers=3, skip=skip)) == full[skip:]
