@@ -3,8 +3,8 @@
 Steps, each through the same command line a user would type (``pipeline.cli.run_command``):
 the patch table of the packaged land mask; synthetic raw data in the real HadUK-Grid and
 CAMELS-GB formats (``hydromae synth``); the dataset directory (``hydromae preprocess``)
-and its check (``hydromae inspect``); one masked batch of real windows from a training
-shard through the masking collate, with its counts; and the seed's mask visualization.
+and its check (``hydromae inspect``); one masked batch of real windows from the streaming
+loader (two worker processes), with its mask counts; and the seed's mask visualization.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 
 from pipeline import config
 from pipeline.cli import run_command
-from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES, MultiScaleMaskedCollate
-from pipeline.dataset import LAND_MASK_PT, SHARDS, read_manifest
+from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
+from pipeline.dataset import LAND_MASK_PT
 from pipeline.landmask import reference_mask_path
-from pipeline.samples import CatchmentTable, expand, read_shard
+from pipeline.loader import build_loader
 
 STEPS = 6
 
@@ -32,6 +32,7 @@ class DemoConfig:
     days: int = field(default=540, metadata={"help": "days of synthetic data"})
     catchments: int = field(default=10, metadata={"help": "synthetic catchments"})
     batch_size: int = field(default=8, metadata={"help": "samples in the demo batch"})
+    workers: int = field(default=2, metadata={"help": "loader worker processes"})
     seed: int = 0
 
 
@@ -74,37 +75,35 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{data} failed its checks")
     _done(t)
 
-    t = _step(5, f"one masked batch of {cfg.batch_size} samples from a training shard")
-    manifest = read_manifest(data)
-    collate = MultiScaleMaskedCollate(
-        seq_len=manifest["window"],
-        patch_size=manifest["grid"]["patch_size"],
-        image_height=manifest["grid"]["height"],
-        image_width=manifest["grid"]["width"],
-        land_mask_path=data / LAND_MASK_PT,
-        land_threshold=manifest["land_threshold"],
+    t = _step(5, f"one masked training batch of {cfg.batch_size} samples from the loader")
+    loader = build_loader(
+        source=str(data),
+        split="train",
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
         seed=cfg.seed,
-        patch_indices=manifest["valid_patch_indices"],
     )
-    table = CatchmentTable.from_manifest(manifest)
-    shard = next(s["name"] for s in manifest["shards"] if s["split"] == "train")
-    samples = []
-    for window in read_shard(data / SHARDS / shard):
-        samples += expand(window, table)  # one sample per catchment, images shared as views
-    batch = collate(samples[: cfg.batch_size])
-    print(f"      from {shard}: keys {batch['sample_key'][:3]} ...")
+    loader.set_epoch(0)
+    batch = next(iter(loader), None)
+    if batch is None:
+        raise ValueError(
+            f"the training split gives no batch of {cfg.batch_size} (per worker): use more "
+            "--days, a smaller --batch-size or fewer --workers"
+        )
+    print(f"      {len(loader)} batches an epoch; first keys {batch['sample_key'][:3]} ...")
+    num_valid, seq_len = batch["valid_patch_indices"].numel(), batch["evap"].shape[1]
     for name in IMAGE_MODALITIES:
         masked = batch[f"{name}_mask"].sum(-1)  # [B, T] masked patches a day
         print(
             f"      {name:<9} {tuple(batch[name].shape)}  masked patches a day: "
-            f"{masked.min().item()}..{masked.max().item()} of {collate.num_valid} valid, "
+            f"{masked.min().item()}..{masked.max().item()} of {num_valid} valid, "
             f"valid pixels {batch[f'{name}_valid'].float().mean().item():.1%}"
         )
     for name in VECTOR_MODALITIES:
         masked = batch[f"{name}_mask"].sum(-1)  # [B]
         print(
             f"      {name:<9} {tuple(batch[name].shape)}  masked days: "
-            f"{masked.min().item()}..{masked.max().item()} of {collate.seq_len}, "
+            f"{masked.min().item()}..{masked.max().item()} of {seq_len}, "
             f"missing days {(~batch[f'{name}_valid']).sum().item()}"
         )
     floats = [v for v in batch.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]

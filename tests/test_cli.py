@@ -99,6 +99,7 @@ def test_console_script_help_lists_commands():
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--batch-size", "2", "--days", "200", "--catchments", "3"]
+    args += ["--workers", "0"]
     assert main(["demo", *args]) == 0
     out = capsys.readouterr().out
     assert "70..70 of 94 valid" in out and "67..67 of 90" in out
