@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "raw NetCDF grids and catchment series to a Zarr store and WebDataset shards",
     ),
     "inspect": ("pipeline.inspect", "summarise a dataset directory and validate its checksums"),
+    "train": ("training.train", "train the multi-modal MAE, on one process or under torchrun"),
     "viz-mask": ("pipeline.viz", "draw the seed's mask visualization (red masked, green visible)"),
     "demo": ("pipeline.demo", "run what exists end to end on the built-in synthetic default"),
 }

@@ -89,16 +89,13 @@ def sincos(positions: Tensor, dim: int) -> Tensor:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; attends from ``x`` to ``context`` (itself by default)."""
+    """Pre-norm transformer block: self-attention, or (``cross``) attention to a context."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, cross: bool = False) -> None:
         super().__init__()
         self.heads = heads
-        self.norm1, self.norm_ctx, self.norm2 = (
-            nn.LayerNorm(dim),
-            nn.LayerNorm(dim),
-            nn.LayerNorm(dim),
-        )
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_ctx = nn.LayerNorm(dim) if cross else None
         self.q, self.kv, self.proj = (
             nn.Linear(dim, dim),
             nn.Linear(dim, 2 * dim),
@@ -110,7 +107,7 @@ class Block(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         b, n, d = x.shape  # [B, L, D]
         h = self.norm1(x)
-        c = h if context is None else self.norm_ctx(context)  # [B, S, D]
+        c = h if self.norm_ctx is None else self.norm_ctx(context)  # [B, S, D]
         q = self.q(h).view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, H, L, D/H]
         k, v = self.kv(c).view(b, c.shape[1], 2, self.heads, d // self.heads).unbind(2)
         att = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2))
@@ -151,8 +148,9 @@ class HydroMAE(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.to_decoder = nn.Linear(d, dd)
         self.mask_token = nn.Parameter(torch.zeros(dd))
+        cross = cfg.decoder == "cross"
         self.decoder_blocks = nn.ModuleList(
-            Block(dd, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
+            Block(dd, cfg.decoder_heads, cfg.mlp_ratio, cross) for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(dd)
         nn.init.normal_(self.mask_token, std=0.02)

@@ -1,0 +1,103 @@
+"""hydromae train: exact resume after a real kill, two-process DDP, dataset binding."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.cli import main
+from preprocessing.job import PreprocessConfig, run_job
+from preprocessing.synth import generate
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    raw = tmp_path_factory.mktemp("raw")
+    generate(raw, start="2000-01-01", days=100, catchments=3, seed=2, progress=False)
+    out = tmp_path_factory.mktemp("data") / "dataset"
+    cfg = config.load(
+        PreprocessConfig,
+        raw / "preprocess.toml",
+        dict(out=out, window=20, stride=10, train="2000-01-01:2000-03-20",
+             val="2000-03-21:2000-04-09", test=None, samples_per_shard=4, progress=False),
+    )  # fmt: skip
+    run_job(cfg)
+    return out
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--out", str(out), "--steps", str(STEPS),
+            "--batch-size", "3", "--workers", "0", "--log-every", "1",
+            "--checkpoint-every", "1", "--warmup", "2", "--no-progress", *extra]  # fmt: skip
+
+
+def losses(run: Path) -> dict[int, float]:
+    """The last logged loss of every step (a step logged twice after a kill: the resumed one)."""
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "step" in record:
+            out[record["step"]] = record["loss"]
+    return out
+
+
+def test_a_killed_run_resumes_to_the_same_losses(data, tmp_path):
+    straight = tmp_path / "straight"
+    assert main(train_args(data, straight)) == 0
+    expected = losses(straight)
+    assert sorted(expected) == list(range(1, STEPS + 1))
+
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "pipeline.cli", *train_args(data, run)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= STEPS // 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert len(losses(run)) < STEPS
+    assert main([*train_args(data, run), "--resume"]) == 0
+    assert losses(run) == expected  # to the last bit
+
+
+def test_two_process_ddp_trains_and_ranks_agree(data, tmp_path):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
+         *train_args(data, run)[:-1], "--steps", "3"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "step" in x] == [1, 2, 3]
+    assert lines[-1] == {"ranks_agree": True, "world_size": 2}
+
+
+def test_a_checkpoint_refuses_another_dataset(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*train_args(data, run), "--steps", "1"]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["window"] = 21
+    for name in ("land_mask.npy", "land_mask.pt", "store.zarr", "shards"):
+        (other / name).symlink_to(data / name)
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main([*train_args(other, run), "--resume"]) == 2
+    assert "another dataset" in capsys.readouterr().err

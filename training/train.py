@@ -1,0 +1,270 @@
+"""Train the multi-modal MAE (hydromae train --data DATA --out RUN_DIR), alone or under torchrun.
+
+One readable loop, in the manner of nanoGPT's ``train.py``: DDP (gloo on the CPU, NCCL on
+GPUs), bf16 autocast on a GPU and fp32 on the CPU, gradient accumulation, clipping, AdamW
+with a warm-up and cosine schedule, a non-finite loss skipped the same way on every rank,
+and atomic, self-contained checkpoints. ``--resume`` continues exactly: the loader's state
+(epoch, batches consumed) and every random state travel in the checkpoint, so a killed
+run resumed gives the same losses, to the last bit on the CPU, as a run never stopped.
+
+Outputs in RUN_DIR: ``checkpoint.pt``, ``metrics.jsonl`` (one JSON line per logged step,
+per modality), ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from pipeline import config
+from pipeline.collate import MODALITIES
+from pipeline.dataset import read_manifest
+from pipeline.loader import build_loader
+from pipeline.normalize import Normalizer
+from training import checkpoint
+from training.loss import LossConfig, mae_loss
+from training.model import DECODERS, Geometry, HydroMAE, ModelConfig
+from training.optim import adamw, warmup_cosine
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    data: Path = field(metadata={"metavar": "DIR", "help": "dataset directory"})
+    out: Path = field(metadata={"metavar": "RUN_DIR", "help": "where the run is written"})
+    preset: str = field(default="tiny", metadata={"choices": ("tiny", "full")})
+    decoder: str = field(default="mae", metadata={"choices": DECODERS})
+    mask_mode: str = field(default="unified", metadata={"choices": ("unified", "independent")})
+    reader: str = field(default="shards", metadata={"choices": ("shards", "zarr")})
+    stride: int = field(default=0, metadata={"help": "zarr reader: days between windows"})
+    batch_size: int = 8
+    workers: int = 2
+    steps: int = 200
+    lr: float = 1e-3
+    warmup: int = 20
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    accumulate: int = field(default=1, metadata={"help": "batches per optimizer step"})
+    norm_pix_loss: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 50
+    seed: int = 0
+    resume: bool = field(default=False, metadata={"help": "continue RUN_DIR/checkpoint.pt"})
+    progress: bool = True
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser, TrainConfig)
+
+
+def geometry_of(manifest: dict[str, Any], mask_mode: str) -> Geometry:
+    g = manifest["grid"]
+    return Geometry(
+        patch_rows=g["patch_rows"],
+        patch_cols=g["patch_cols"],
+        patch_pixels=g["patch_size"] ** 2,
+        valid_patch_indices=tuple(manifest["valid_patch_indices"]),
+        static_attributes=len(manifest["catchments"]["static_attributes"]),
+        mask_mode=mask_mode,
+    )
+
+
+def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> HydroMAE:
+    model_cfg = ModelConfig.preset(cfg.preset)
+    model_cfg.decoder = cfg.decoder
+    return HydroMAE(
+        model_cfg, geometry_of(manifest, cfg.mask_mode), Normalizer.from_manifest(manifest)
+    )
+
+
+def train(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Run (or resume) training; return the logged metrics of this process's run."""
+    # ---- processes and devices
+    ddp = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if ddp:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    device = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    main = rank == 0
+    out = Path(cfg.out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- data, model, optimizer, schedule
+    manifest = read_manifest(cfg.data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, manifest).to(device)
+    raw_model = model
+    if ddp:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = adamw(raw_model, cfg.lr, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, cfg.warmup, cfg.steps)
+    )
+    loader = build_loader(
+        source=str(cfg.data), split="train", mode="train", reader=cfg.reader, stride=cfg.stride,
+        batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
+        mask_mode=cfg.mask_mode, rank=rank, world_size=world,
+    )  # fmt: skip
+    if len(loader) < cfg.accumulate:
+        raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
+    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
+    step = 0
+    ckpt_path = out / CHECKPOINT
+    if cfg.resume and ckpt_path.exists():
+        state = checkpoint.load(ckpt_path, cfg.data)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        checkpoint.set_random_states(state["random"][rank])
+        step = state["step"]
+    elif main:
+        (out / METRICS).unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
+
+    # ---- the loop
+    logged: list[dict[str, Any]] = []
+    epoch = loader.state_dict()["epoch"]
+    samples, started = 0, time.perf_counter()
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=not (main and cfg.progress),
+    )
+    while step < cfg.steps:
+        loader.set_epoch(epoch)
+        batches = iter(loader)
+        # an epoch gives len(loader) batches on every rank, so every rank stops together
+        while (
+            step < cfg.steps
+            and len(parts := list(itertools.islice(batches, cfg.accumulate))) == cfg.accumulate
+        ):
+            total, per_modality = 0.0, dict.fromkeys(MODALITIES, 0.0)
+            for micro, batch in enumerate(parts):
+                last = micro == len(parts) - 1
+                sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
+                with autocast, sync:
+                    groups = model(batch)
+                    loss, per = mae_loss(
+                        groups, raw_model.groups, raw_model.geometry.patch_pixels, loss_cfg
+                    )
+                    (loss / cfg.accumulate).backward()
+                total += loss.item() / cfg.accumulate
+                for k, v in per.items():
+                    per_modality[k] += v.item() / cfg.accumulate
+                samples += int(batch["weight"].sum()) * world
+            # a non-finite loss on any rank: every rank skips the step, so none desynchronises
+            finite = torch.tensor([1.0 if math.isfinite(total) else 0.0], device=device)
+            if ddp:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                mean = torch.tensor([total, *per_modality.values()], device=device)
+                dist.all_reduce(mean)  # what is logged: the mean over ranks
+                total, *rest = (mean / world).tolist()
+                per_modality = dict(zip(per_modality, rest, strict=True))
+            skipped = finite.item() != 1.0
+            grad_norm = float("nan")
+            if not skipped:
+                grad_norm = float(
+                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+                )
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            bar.update()
+            if main and (step % cfg.log_every == 0 or step == cfg.steps):
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": total,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": grad_norm,
+                    "skipped": skipped,
+                    "samples_per_s": samples / (time.perf_counter() - started),
+                    **{f"loss_{k}": v for k, v in per_modality.items()},
+                }
+                logged.append(record)
+                with open(out / METRICS, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{total:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save(ckpt_path, raw_model, optimizer, scheduler, loader, step, cfg, manifest, ddp)
+        if step < cfg.steps:
+            epoch += 1
+    bar.close()
+    if ddp:
+        _check_ranks_agree(raw_model, out, main)
+        dist.destroy_process_group()
+    return logged
+
+
+def _save(path, model, optimizer, scheduler, loader, step, cfg, manifest, ddp) -> None:
+    """Every rank's random states gathered; rank 0 writes the checkpoint atomically."""
+    states: list[Any] = [checkpoint.random_states()]
+    if ddp:
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, checkpoint.random_states())
+    if not ddp or dist.get_rank() == 0:
+        checkpoint.save(
+            path,
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "loader": loader.state_dict(),
+                "random": states,
+                "config": asdict(cfg),
+                "model_config": asdict(model.cfg),
+                "geometry": asdict(model.geometry),
+                "normalizer": model.normalizer.state_dict(),
+                "manifest_sha256": checkpoint.manifest_hash(cfg.data),
+                "format_version": manifest["format_version"],
+            },
+        )
+    if ddp:
+        dist.barrier()
+
+
+def _check_ranks_agree(model: HydroMAE, out: Path, main: bool) -> None:
+    """All ranks must hold the same weights at the end; rank 0 records the check."""
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    total = torch.tensor([flat.sum().item(), (flat * torch.arange(flat.numel())).sum().item()])
+    gathered = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, total)
+    agree = all(torch.equal(g, gathered[0]) for g in gathered)
+    if main:
+        with open(out / METRICS, "a") as fh:
+            fh.write(json.dumps({"ranks_agree": agree, "world_size": len(gathered)}) + "\n")
+    if not agree:
+        raise RuntimeError("DDP ranks ended with different weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    train(config.from_args(TrainConfig, args))
+    return 0
