@@ -101,3 +101,27 @@ def test_a_checkpoint_refuses_another_dataset(data, tmp_path, capsys):
     (other / "manifest.json").write_text(json.dumps(manifest))
     assert main([*train_args(other, run), "--resume"]) == 2
     assert "another dataset" in capsys.readouterr().err
+
+
+def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*train_args(data, run), "--steps", "2"]) == 0
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "masked RMSE in physical units" in printed and "riverflow" in printed
+    result = json.loads(out.read_text())
+    for name, entry in result["modalities"].items():
+        methods = {"model", "climatology", "interpolation"} | (
+            {"neighbours"} if name in ("precip", "soil", "temp") else set()
+        )
+        assert methods <= set(entry)
+        counts = {entry[m]["physical"]["count"] for m in methods}
+        assert len(counts) == 1 and counts.pop() > 0  # the same masked positions for all
+        for m in methods:
+            assert all(v == v for v in entry[m]["physical"].values())  # no NaN
+    assert result["riverflow_catchments"]["model"]["nse_catchments"] >= 1
+    again = tmp_path / "again.json"
+    assert main([*args[:-1], str(again)]) == 0
+    assert json.loads(again.read_text()) == result  # eval masks: the same every time

@@ -11,7 +11,8 @@ see (visible, valid values) and, for climatology, from the training period:
   the visible patches among its 8 neighbours on the patch grid, that day; where none is
   visible, the time interpolation above.
 - ``Climatology``: the training period's day-of-year mean per pixel or per catchment,
-  smoothed by a fit of three annual harmonics.
+  smoothed by a fit of three annual harmonics (the plain mean when the training period is
+  shorter than a year).
 
 All work in normalised units, on tensors shaped like the batch: images ``[B, T, N, P]``,
 vectors ``[B, T]``.
@@ -67,11 +68,11 @@ def neighbour_mean(values: Tensor, valid: Tensor, masked: Tensor, adjacency: Ten
     return torch.where(masked[..., None], fill, values)
 
 
-def harmonic_design(doy: np.ndarray) -> np.ndarray:
-    """``[..., 1 + 2 * HARMONICS]``: a constant and sin/cos of the annual harmonics."""
+def harmonic_design(doy: np.ndarray, harmonics: int = HARMONICS) -> np.ndarray:
+    """``[..., 1 + 2 * harmonics]``: a constant and sin/cos of the annual harmonics."""
     angle = 2 * math.pi * np.asarray(doy, dtype=np.float64) / 365.25
     cols = [np.ones_like(angle)]
-    for k in range(1, HARMONICS + 1):
+    for k in range(1, harmonics + 1):
         cols += [np.sin(k * angle), np.cos(k * angle)]
     return np.stack(cols, axis=-1)
 
@@ -81,15 +82,18 @@ class Climatology:
 
     ``fit`` accumulates normal equations block by block (bounded memory), NaN-aware, so it
     can run over decades of a Zarr store: per series, values ``[T, S]`` and ``doy [T]``.
+    With ``harmonics=0`` it is the plain training mean (use it when the training period is
+    shorter than a year: harmonics fitted on part of a year extrapolate wildly).
     """
 
-    def __init__(self, series: int) -> None:
-        k = 1 + 2 * HARMONICS
+    def __init__(self, series: int, harmonics: int = HARMONICS) -> None:
+        self.harmonics = harmonics
+        k = 1 + 2 * harmonics
         self.xtx = np.zeros((series, k, k))
         self.xty = np.zeros((series, k))
 
     def fit(self, values: np.ndarray, doy: np.ndarray) -> Climatology:
-        x = harmonic_design(doy)  # [T, K]
+        x = harmonic_design(doy, self.harmonics)  # [T, K]
         v = np.asarray(values, dtype=np.float64).reshape(len(doy), -1)  # [T, S]
         ok = np.isfinite(v)
         v = np.where(ok, v, 0.0)
@@ -105,4 +109,4 @@ class Climatology:
 
     def predict(self, doy: np.ndarray) -> np.ndarray:
         """``[..., S]`` for day-of-year values ``doy [...]``."""
-        return harmonic_design(doy) @ self.coefficients().T
+        return harmonic_design(doy, self.harmonics) @ self.coefficients().T
