@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("pipeline.inspect", "summarise a dataset directory and validate its checksums"),
     "train": ("training.train", "train the multi-modal MAE, on one process or under torchrun"),
     "evaluate": ("training.evaluate", "score a run against baselines on the same masks"),
+    "embed": ("training.embed", "write encoder features per (window, catchment)"),
     "viz-mask": ("pipeline.viz", "draw the seed's mask visualization (red masked, green visible)"),
     "demo": ("pipeline.demo", "run what exists end to end on the built-in synthetic default"),
 }

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline import config
 from pipeline.cli import main
@@ -125,3 +126,23 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     again = tmp_path / "again.json"
     assert main([*args[:-1], str(again)]) == 0
     assert json.loads(again.read_text()) == result  # eval masks: the same every time
+
+
+def test_embed_writes_features_per_window_and_catchment(data, tmp_path):
+    import xarray as xr
+
+    import training
+
+    run = tmp_path / "run"
+    assert main([*train_args(data, run), "--steps", "1"]) == 0
+    out = tmp_path / "features.nc"
+    assert main(["embed", "--run", str(run), "--data", str(data), "--out", str(out),
+                 "--split", "train"]) == 0  # fmt: skip
+    ds = xr.open_dataset(out)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert ds["features"].dims == ("window", "catchment", "feature")
+    assert ds.sizes["window"] == manifest["splits"]["train"]["windows"]
+    assert list(ds["catchment"].values) == manifest["catchments"]["ids"]
+    assert bool(ds["features"].notnull().all())
+    encoder = training.load_encoder(run / "checkpoint.pt", data)
+    assert isinstance(encoder, torch.nn.Module) and not encoder.training

@@ -56,8 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     config.add_arguments(parser, EvaluateConfig)
 
 
-def load_model(run: Path, data: Path) -> tuple[HydroMAE, dict[str, Any]]:
-    state = checkpoint.load(run / CHECKPOINT, data)
+def load_model(
+    run: Path, data: Path | None, name: str = CHECKPOINT
+) -> tuple[HydroMAE, dict[str, Any]]:
+    """The model of a run's checkpoint, in eval mode (refused against another dataset)."""
+    state = checkpoint.load(run / name, data)
     model = HydroMAE(
         ModelConfig(**state["model_config"]),
         Geometry(
