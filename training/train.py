@@ -101,6 +101,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = 0, 1
+    # a fixed thread count (this also stops MKL from changing it under load), so that
+    # the same run gives the same sums
+    torch.set_num_threads(torch.get_num_threads())
     device = torch.device(
         f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     )
