@@ -33,6 +33,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/collate.py
 	$(PY) bench/preprocess_memory.py
+	$(PY) bench/loader.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
