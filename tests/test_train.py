@@ -115,18 +115,27 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "masked RMSE in physical units" in printed and "riverflow" in printed
+    assert "masked RMSE in physical units" in printed and "masks: riverflow" in printed
     result = json.loads(out.read_text())
-    for name, entry in result["modalities"].items():
-        methods = {"model", "climatology", "interpolation"} | (
-            {"neighbours"} if name in ("precip", "soil", "temp") else set()
-        )
-        assert methods <= set(entry)
-        counts = {entry[m]["physical"]["count"] for m in methods}
-        assert len(counts) == 1 and counts.pop() > 0  # the same masked positions for all
-        for m in methods:
-            assert all(v == v for v in entry[m]["physical"].values())  # no NaN
-    assert result["riverflow_catchments"]["model"]["nse_catchments"] >= 1
+    assert set(result["strategies"]) == {"seed", "block", "riverflow"}
+    for entry in result["strategies"].values():
+        for name in ("precip", "soil", "temp", "evap", "riverflow"):
+            methods = {"model", "climatology", "interpolation"} | (
+                {"neighbours"} if name in ("precip", "soil", "temp") else set()
+            )
+            assert methods == set(entry[name]) - {"units"}
+            counts = {entry[name][m]["physical"]["count"] for m in methods}
+            assert len(counts) == 1 and counts.pop() > 0  # the same positions for all
+            for m in methods:
+                assert all(v == v for v in entry[name][m]["physical"].values())  # no NaN
+        assert entry["riverflow_catchments"]["model"]["nse_catchments"] >= 1
+    seed, block = result["strategies"]["seed"], result["strategies"]["block"]
+    for method in ("climatology", "interpolation", "neighbours"):  # images keep their masks
+        assert seed["temp"][method] == block["temp"][method]
+    assert seed["evap"]["model"] != block["evap"]["model"]
+    flow = result["strategies"]["riverflow"]["riverflow"]
+    # with riverflow withheld, interpolation has nothing to interpolate: the training mean
+    assert flow["interpolation"] != seed["riverflow"]["interpolation"]
     again = tmp_path / "again.json"
     assert main([*args[:-1], str(again)]) == 0
     assert json.loads(again.read_text()) == result  # eval masks: the same every time

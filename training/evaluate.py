@@ -24,6 +24,7 @@ from pipeline import config
 from pipeline.collate import IMAGE_MODALITIES, MODALITIES
 from pipeline.dataset import open_store, read_manifest
 from pipeline.loader import build_loader
+from pipeline.masking import new_generator
 from pipeline.normalize import Normalizer
 from training import checkpoint
 from training.baselines import (
@@ -35,10 +36,11 @@ from training.baselines import (
 )
 from training.loss import modality_slices
 from training.metrics import CatchmentSeries, ErrorSums
-from training.model import Geometry, HydroMAE, ModelConfig
+from training.model import Geometry, HydroMAE, ModelConfig, normalised
 from training.train import CHECKPOINT
 
 METHODS = ("model", "climatology", "interpolation", "neighbours")
+STRATEGIES = ("seed", "block", "riverflow")
 
 
 @dataclass
@@ -100,6 +102,28 @@ def fit_climatology(
     return clim
 
 
+def harder(batch: dict[str, Any], strategy: str, seed: int) -> dict[str, Any]:
+    """The batch the model sees under a masking strategy (the loader's batch is 'seed').
+
+    ``block``: the vector series lose one contiguous block of as many days as the seed's
+    masks hide (67 of 90), at an offset keyed by sample; the images keep the seed's masks.
+    ``riverflow``: riverflow is withheld on every day (never visible, as if the gauge had
+    no record), so it must come from the other modalities; scored on the seed's masked days.
+    """
+    out = dict(batch)
+    if strategy == "block":
+        mask = batch["evap_mask"]  # [B, T]
+        t, n = mask.shape[1], int(mask[0].sum())
+        block = torch.zeros_like(mask)
+        for i, key in enumerate(batch["sample_key"]):
+            start = int(new_generator(seed, "block", key).integers(0, t - n + 1))
+            block[i, start : start + n] = True
+        out["evap_mask"] = out["riverflow_mask"] = block
+    elif strategy == "riverflow":
+        out["riverflow_valid"] = torch.zeros_like(batch["riverflow_valid"])
+    return out
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     manifest = read_manifest(cfg.data)
     model, state = load_model(Path(cfg.run), Path(cfg.data))
@@ -111,86 +135,102 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         rank=0, world_size=1,
     )  # fmt: skip
     clim = fit_climatology(Path(cfg.data), manifest, norm)
-    adjacency = patch_neighbours(
-        torch.tensor(manifest["valid_patch_indices"]), manifest["grid"]["patch_cols"]
-    )
+    valid_idx = torch.tensor(manifest["valid_patch_indices"])
+    adjacency = patch_neighbours(valid_idx, manifest["grid"]["patch_cols"])
+    units = ("normalised", "physical")
     sums = {
-        (m, method, unit): ErrorSums()
+        (s, m, method, u): ErrorSums()
+        for s in STRATEGIES
         for m in MODALITIES
         for method in METHODS
-        for unit in ("normalised", "physical")
+        for u in units
     }
-    flows = {method: CatchmentSeries() for method in METHODS if method != "neighbours"}
+    flows = {(s, method): CatchmentSeries() for s in STRATEGIES for method in METHODS}
     p = model.geometry.patch_pixels
     with torch.no_grad():
         for i, batch in enumerate(loader):
             if cfg.max_batches and i >= cfg.max_batches:
                 break
-            out = model(batch)
             real = batch["weight"] > 0  # [B]
             doy = batch["doy"].long().numpy()
-            for group, m, cols in modality_slices(model.groups, p):
-                g = out[group]
-                b = real.shape[0]
-                image = m in IMAGE_MODALITIES
-                shape = (b, -1, len(manifest["valid_patch_indices"]), p) if image else (b, -1)
-                truth = g["target"][..., cols].reshape(shape)  # normalised, 0 where invalid
-                valid = g["valid"][..., cols].reshape(shape)
-                masked = g["mask"].reshape(shape[:-1] if image else shape)
-                known = valid & ~(masked[..., None] if image else masked)
-                season = torch.from_numpy(clim[m].predict(doy)).float()  # [B, T, S]
-                if image:
-                    season = season.reshape(shape)
-                else:  # each sample's own catchment
-                    idx = batch["catchment_index"].clamp_min(0).view(-1, 1, 1)
-                    season = season.gather(2, idx.expand(-1, season.shape[1], 1))[..., 0]
-                preds = {
-                    "model": g["pred"][..., cols].reshape(shape),
-                    "climatology": season,
-                    "interpolation": interpolate_time(truth, known),
-                }
-                if image:
-                    preds["neighbours"] = neighbour_mean(truth, valid, masked, adjacency)
-                scored = valid & (masked[..., None] if image else masked)
-                scored &= real.view(-1, *([1] * (scored.dim() - 1)))
-                physical = batch[m]
-                for method, pred in preds.items():
-                    sums[(m, method, "normalised")].add(pred, truth, scored)
-                    sums[(m, method, "physical")].add(
-                        norm.denormalize(m, pred.double()), physical.double(), scored
-                    )
-                    if m == "riverflow":
-                        flows[method].add(
-                            batch["catchment_index"],
-                            norm.denormalize(m, pred.double()),
-                            physical.double(),
-                            scored,
-                        )
-    result: dict[str, Any] = {"split": cfg.split, "masks": "seed (eval)", "modalities": {}}
-    for m in MODALITIES:
-        result["modalities"][m] = {
-            method: {unit: sums[(m, method, unit)].result() for unit in ("normalised", "physical")}
+            for strategy in STRATEGIES:
+                seen = harder(batch, strategy, train_cfg["seed"])
+                out = model(seen)
+                for group, m, cols in modality_slices(model.groups, p):
+                    image = m in IMAGE_MODALITIES
+                    physical = batch[m]  # [B, T, N, P] or [B, T], 0 where invalid
+                    valid = batch[f"{m}_valid"]
+                    truth = normalised(norm, m, physical, valid)
+                    masked = seen[f"{m}_mask"][..., valid_idx] if image else seen[f"{m}_mask"]
+                    hidden = masked[..., None] if image else masked
+                    known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
+                    preds = {
+                        "model": out[group]["pred"][..., cols].reshape(physical.shape),
+                        "climatology": _season(clim[m], doy, batch, physical.shape, image),
+                        "interpolation": interpolate_time(truth, known),
+                    }
+                    if image:
+                        preds["neighbours"] = neighbour_mean(truth, known, masked, adjacency)
+                    scored = valid & hidden & real.view(-1, *([1] * (valid.dim() - 1)))
+                    for method, pred in preds.items():
+                        phys = norm.denormalize(m, pred.double())
+                        sums[(strategy, m, method, "normalised")].add(pred, truth, scored)
+                        sums[(strategy, m, method, "physical")].add(phys, physical.double(), scored)
+                        if m == "riverflow":
+                            flows[(strategy, method)].add(
+                                batch["catchment_index"], phys, physical.double(), scored
+                            )
+    result: dict[str, Any] = {"split": cfg.split, "run": str(cfg.run), "strategies": {}}
+    for strategy in STRATEGIES:
+        entry: dict[str, Any] = {}
+        for m in MODALITIES:
+            entry[m] = {
+                method: {u: sums[(strategy, m, method, u)].result() for u in units}
+                for method in METHODS
+                if sums[(strategy, m, method, "normalised")].count
+            }
+            entry[m]["units"] = manifest["variables"][m]["units"]
+        entry["riverflow_catchments"] = {
+            method: flows[(strategy, method)].summary()
             for method in METHODS
-            if sums[(m, method, "normalised")].count or method != "neighbours"
+            if flows[(strategy, method)].obs
         }
-        result["modalities"][m]["units"] = manifest["variables"][m]["units"]
-    result["riverflow_catchments"] = {method: s.summary() for method, s in flows.items()}
+        result["strategies"][strategy] = entry
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
     return result
 
 
+def _season(clim: Climatology, doy: np.ndarray, batch: dict, shape, image: bool) -> torch.Tensor:
+    """Climatology on the batch's days: per pixel, or for each sample's own catchment."""
+    season = torch.from_numpy(clim.predict(doy)).float()  # [B, T, S]
+    if image:
+        return season.reshape(shape)
+    idx = batch["catchment_index"].clamp_min(0).view(-1, 1, 1)
+    return season.gather(2, idx.expand(-1, season.shape[1], 1))[..., 0]
+
+
 def table(result: dict[str, Any]) -> str:
-    lines = [f"masked RMSE in physical units, {result['split']} split, the seed's masks:"]
-    header = f"  {'modality':<10}{'units':<9}" + "".join(f"{m:>14}" for m in METHODS)
-    lines.append(header)
-    for m, entry in result["modalities"].items():
-        cells = "".join(
-            f"{entry[method]['physical']['rmse']:>14.4f}" if method in entry else f"{'-':>14}"
-            for method in METHODS
-        )
-        lines.append(f"  {m:<10}{entry['units']:<9}{cells}")
+    lines = [f"masked RMSE in physical units, {result['split']} split:"]
+    for strategy, entry in result["strategies"].items():
+        lines.append(f"  masks: {strategy}")
+        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>14}" for m in METHODS))
+        for m in MODALITIES:
+            cells = "".join(
+                f"{entry[m][method]['physical']['rmse']:>14.4f}"
+                if method in entry[m]
+                else f"{'-':>14}"
+                for method in METHODS
+            )
+            lines.append(f"    {m:<10}{entry[m]['units']:<9}{cells}")
+        flow = entry["riverflow_catchments"].get("model", {})
+        if "nse_median" in flow:
+            lines.append(
+                f"    riverflow NSE median {flow['nse_median']:.3f} (IQR {flow['nse_q25']:.3f}.."
+                f"{flow['nse_q75']:.3f}), KGE median {flow['kge_median']:.3f}, "
+                f"{flow['nse_catchments']} catchments"
+            )
     return "\n".join(lines)
 
 

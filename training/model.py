@@ -79,6 +79,15 @@ class Geometry:
         return [(m, (m,)) for m in IMAGE_MODALITIES + VECTOR_MODALITIES]
 
 
+def normalised(normalizer: Normalizer, name: str, values: Tensor, valid: Tensor) -> Tensor:
+    """``values`` in normalised units where ``valid``, 0 (the training mean) elsewhere."""
+    raw = values.float()
+    if normalizer.stats[name].transform == "log1p":
+        raw = raw.clamp_min(0.0)  # log1p needs x > -1; invalid entries are zeroed below
+    x = normalizer.normalize(name, raw)
+    return torch.where(valid, x, torch.zeros_like(x))
+
+
 def sincos(positions: Tensor, dim: int) -> Tensor:
     """Sin-cos embedding of positions: ``[...] -> [..., dim]`` (dim even)."""
     freqs = torch.exp(
@@ -161,11 +170,7 @@ class HydroMAE(nn.Module):
     def _values(self, batch: dict, name: str) -> tuple[Tensor, Tensor]:
         """Normalised values with invalid ones zeroed, and validity as 0/1 floats."""
         valid = batch[f"{name}_valid"]
-        raw = batch[name].float()
-        if self.normalizer.stats[name].transform == "log1p":
-            raw = raw.clamp_min(0.0)  # log1p needs x > -1; invalid entries are zeroed below
-        x = self.normalizer.normalize(name, raw)
-        return torch.where(valid, x, torch.zeros_like(x)), valid.float()
+        return normalised(self.normalizer, name, batch[name], valid), valid.float()
 
     def _group_tokens(
         self, batch: dict, name: str, mods: tuple[str, ...]
