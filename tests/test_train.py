@@ -47,7 +47,7 @@ def losses(run: Path) -> dict[int, float]:
     out = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        if "step" in record:
+        if "loss" in record:
             out[record["step"]] = record["loss"]
     return out
 
@@ -159,3 +159,12 @@ def test_embed_writes_features_per_window_and_catchment(data, tmp_path):
     assert bool(ds["features"].notnull().all())
     encoder = training.load_encoder(run / "checkpoint.pt", data)
     assert isinstance(encoder, torch.nn.Module) and not encoder.training
+
+
+def test_validation_under_eval_masks_is_logged(data, tmp_path):
+    run = tmp_path / "run"
+    assert main([*train_args(data, run), "--steps", "2", "--val-every", "1"]) == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in val] == [1, 2]
+    assert all(r["val_loss"] > 0 and r["val_loss_riverflow"] >= 0 for r in val)

@@ -62,6 +62,8 @@ class TrainConfig:
     accumulate: int = field(default=1, metadata={"help": "batches per optimizer step"})
     norm_pix_loss: bool = False
     log_every: int = 10
+    val_every: int = field(default=0, metadata={"help": "steps between validations (0: none)"})
+    val_batches: int = field(default=8, metadata={"help": "validation batches (0: all)"})
     checkpoint_every: int = 50
     seed: int = 0
     resume: bool = field(default=False, metadata={"help": "continue RUN_DIR/checkpoint.pt"})
@@ -215,6 +217,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 with open(out / METRICS, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{total:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
+            if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                record = {"step": step, **validate(raw_model, cfg, loss_cfg, rank, world, ddp)}
+                if main:
+                    logged.append(record)
+                    with open(out / METRICS, "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _save(ckpt_path, raw_model, optimizer, scheduler, loader, step, cfg, manifest, ddp)
         if step < cfg.steps:
@@ -224,6 +232,35 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         _check_ranks_agree(raw_model, out, main)
         dist.destroy_process_group()
     return logged
+
+
+def validate(
+    model: HydroMAE, cfg: TrainConfig, loss_cfg: LossConfig, rank: int, world: int, ddp: bool
+) -> dict[str, float]:
+    """Mean loss over the validation split under the collate's ``eval`` masks (the same
+    masks at every validation), averaged over ranks; no gradients, model left in train mode."""
+    loader = build_loader(
+        source=str(cfg.data), split="val", mode="eval", batch_size=cfg.batch_size,
+        num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
+    )  # fmt: skip
+    sums = torch.zeros(2 + len(MODALITIES), dtype=torch.float64)  # batches, loss, per modality
+    model.eval()
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if cfg.val_batches and i >= cfg.val_batches:
+                break
+            loss, per = mae_loss(model(batch), model.groups, model.geometry.patch_pixels, loss_cfg)
+            sums += torch.tensor([1.0, loss.item(), *(per[m].item() for m in MODALITIES)])
+    model.train()
+    if ddp:
+        dist.all_reduce(sums)
+    if sums[0] == 0:
+        return {}
+    mean = (sums[1:] / sums[0]).tolist()
+    return {
+        "val_loss": mean[0],
+        **{f"val_loss_{m}": v for m, v in zip(MODALITIES, mean[1:], strict=True)},
+    }
 
 
 def _save(path, model, optimizer, scheduler, loader, step, cfg, manifest, ddp) -> None:
