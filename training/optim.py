@@ -9,12 +9,12 @@ from torch import nn
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: none on norms, biases, embeddings and tokens."""
+    """Weight decay on weight matrices only: none on norms, biases, group embeddings and the
+    mask token (the 1-D parameters)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 and "embed" not in name.split(".")[0] else no_decay).append(p)
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
