@@ -60,7 +60,8 @@ class MultiScaleMaskedCollate:
 
     ``mode='train'``: masks keyed by (seed, epoch, sample_key); call :meth:`set_epoch`.
     ``mode='eval'``: keyed by (seed, sample_key), identical in every evaluation.
-    ``mode='val'``: nothing masked. Samples without a ``sample_key`` draw from the
+    ``mode='val'``: nothing masked. ``land_mask_path`` is a ``.pt``/``.npy`` file, or the
+    ``[H, W]`` mask itself as an array. Samples without a ``sample_key`` draw from the
     collate's own generator, seeded by (seed, epoch, DataLoader worker) in ``train`` and
     restarted from (seed) at every call in ``eval``.
     """
@@ -72,7 +73,7 @@ class MultiScaleMaskedCollate:
         patch_size: int = 10,
         image_height: int = 290,
         image_width: int = 180,
-        land_mask_path: str | Path | None = None,
+        land_mask_path: str | Path | np.ndarray | None = None,
         land_threshold: float = 0.5,
         mask_mode: str = "unified",
         mode: str = "train",
@@ -97,8 +98,12 @@ class MultiScaleMaskedCollate:
         self._stream: np.random.Generator | None = None
         self._keyed = new_generator(seed, "keyed")  # re-keyed for every sample with a key
 
-        path = reference_mask_path() if land_mask_path is None else Path(land_mask_path)
-        self.land_mask = load_land_mask(path, self.grid)  # [H, W] bool
+        if isinstance(land_mask_path, np.ndarray):  # the mask itself, e.g. read from a URL
+            path: Path | str = "given as an array"
+            self.land_mask = np.asarray(land_mask_path, dtype=bool)
+        else:
+            path = reference_mask_path() if land_mask_path is None else Path(land_mask_path)
+            self.land_mask = load_land_mask(path, self.grid)  # [H, W] bool
         self.table = PatchTable.from_mask(self.land_mask, self.grid, land_threshold)
         valid = self.table.valid_patch_indices  # [N_valid]
         if valid.size == 0:

@@ -16,12 +16,15 @@ writer (``preprocessing``) and the reader (``pipeline``) cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -76,6 +79,44 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Write ``path`` through a temporary file beside it, fsynced and renamed into place.
+
+    Nothing half-written ever carries the final name; on an error the temporary file goes.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)
+
+
+def parse_manifest(data: str | bytes, where: str) -> dict[str, Any]:
+    """A manifest's JSON, checked for this hydromae's format version."""
+    try:
+        manifest = json.loads(data)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON: {err}") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: format_version {version!r}, this hydromae reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The manifest of a finished dataset directory; a clear error for anything else."""
     path = Path(directory) / MANIFEST
@@ -84,16 +125,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{directory}: no {MANIFEST}: not a hydromae dataset, or its preprocessing has not "
             "finished (run hydromae preprocess again to complete it)"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from None
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version {version!r}, this hydromae reads {FORMAT_VERSION}"
-        )
-    return manifest
+    return parse_manifest(path.read_bytes(), str(path))
 
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:

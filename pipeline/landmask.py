@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.dataset import atomic_file
 from pipeline.grid import PatchGrid, patchify
 
 REFERENCE_MASK = "gb_land_mask_290x180.npy"
@@ -66,14 +67,10 @@ def save_land_mask(mask: np.ndarray, out_dir: str | Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     mask = np.ascontiguousarray(mask, dtype=bool)
     npy, pt = out_dir / "land_mask.npy", out_dir / "land_mask.pt"
-    for final, write in (
-        (npy, lambda f: np.save(f, mask)),
-        (pt, lambda f: torch.save(torch.from_numpy(mask.copy()), f)),
-    ):
-        tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            write(fh)
-        tmp.replace(final)
+    with atomic_file(npy) as fh:
+        np.save(fh, mask)
+    with atomic_file(pt) as fh:
+        torch.save(torch.from_numpy(mask.copy()), fh)
     return npy, pt
 
 

@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.collate import MODES, MultiScaleMaskedCollate
-from pipeline.dataset import IMAGE_VARS, LAND_MASK_NPY, LAND_MASK_PT, SHARDS
+from pipeline.dataset import IMAGE_VARS, LAND_MASK_NPY, LAND_MASK_PT, SHARDS, decode_npy
 from pipeline.samples import CatchmentTable
 from pipeline.sources import (
     BAD_WINDOW,
@@ -246,7 +245,7 @@ class WindowDataset(IterableDataset):
         self.per_window = samples_per_window(n_catch, cfg.catchments_per_window, self.train)
         if cfg.reader == "zarr":
             self.starts = window_starts(manifest, cfg.split, cfg.stride)
-            self.zarr = ZarrWindows(cfg.source, manifest, cfg.split)
+            self.zarr = ZarrWindows.from_manifest(cfg.source, manifest, cfg.split)
             self.locations: list[str] = []
             self.counts: list[int] = []
         else:
@@ -447,14 +446,14 @@ def make_collate(cfg: LoaderConfig, manifest: dict[str, Any]) -> MultiScaleMaske
     """The masking collate for a dataset: its grid, land mask, threshold and valid patches."""
     g = manifest["grid"]
 
-    def build(mask_path: Path) -> MultiScaleMaskedCollate:
+    def build(mask: Path | np.ndarray) -> MultiScaleMaskedCollate:
         return WindowCollate(
             seq_len=int(manifest["window"]),
             mask_ratio=cfg.mask_ratio,
             patch_size=g["patch_size"],
             image_height=g["height"],
             image_width=g["width"],
-            land_mask_path=mask_path,
+            land_mask_path=mask,
             land_threshold=manifest["land_threshold"],
             mask_mode=cfg.mask_mode,
             mode=cfg.mode,
@@ -466,10 +465,7 @@ def make_collate(cfg: LoaderConfig, manifest: dict[str, Any]) -> MultiScaleMaske
     if not is_url(cfg.source):
         return build(Path(cfg.source) / LAND_MASK_PT)
     data = read_location(join(cfg.source, LAND_MASK_NPY), cfg.retries, cfg.retry_backoff)
-    with tempfile.TemporaryDirectory() as tmp:  # the collate reads the mask once, here
-        path = Path(tmp) / LAND_MASK_NPY
-        path.write_bytes(data)
-        return build(path)
+    return build(decode_npy(data))
 
 
 class HydroLoader(DataLoader):

@@ -38,11 +38,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pipeline.dataset import (
-    FORMAT_VERSION,
     IMAGE_VARS,
     MANIFEST,
     STORE,
     VECTOR_VARS,
+    parse_manifest,
     window_key,
 )
 
@@ -180,16 +180,7 @@ def load_manifest(source: str, retries: int = 3, backoff: float = 0.5) -> dict[s
 
         return read_manifest(source)
     location = join(source, MANIFEST)
-    try:
-        manifest = json.loads(read_location(location, retries, backoff))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{location}: not valid JSON: {err}") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{location}: format_version {manifest.get('format_version')!r}, this hydromae "
-            f"reads {FORMAT_VERSION}"
-        )
-    return manifest
+    return parse_manifest(read_location(location, retries, backoff), location)
 
 
 # ------------------------------------------------------------------ decode
@@ -470,16 +461,34 @@ class ZarrWindows:
     the very operations that wrote the shards, so the two sources agree bit for bit.
     """
 
-    def __init__(self, source: str, manifest: dict[str, Any], split: str) -> None:
-        self.location = join(source, STORE)
-        self.first_day = dt.date.fromisoformat(manifest["period"]["start"])
-        self.days = int(manifest["window"])
+    def __init__(
+        self,
+        location: str,
+        first_day: dt.date,
+        days: int,
+        store_patches: Any,
+        valid_patches: Any,
+        split: str,
+    ) -> None:
+        self.location = location
+        self.first_day = first_day
+        self.days = int(days)
         self.split = split
-        store = np.asarray(manifest["store_patch_indices"])
-        valid = np.asarray(manifest["valid_patch_indices"])
+        store, valid = np.asarray(store_patches), np.asarray(valid_patches)
         self.positions = np.searchsorted(store, valid)
         self.all_positions = np.array_equal(store, valid)
         self._arrays: dict[str, Any] | None = None
+
+    @classmethod
+    def from_manifest(cls, source: str, manifest: dict[str, Any], split: str) -> ZarrWindows:
+        return cls(
+            join(source, STORE),
+            dt.date.fromisoformat(manifest["period"]["start"]),
+            manifest["window"],
+            manifest["store_patch_indices"],
+            manifest["valid_patch_indices"],
+            split,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

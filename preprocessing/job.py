@@ -42,18 +42,19 @@ from pipeline.dataset import (
     SPLITS,
     STORE,
     VECTOR_VARS,
+    atomic_write,
     date_range,
     encode_json,
     encode_npy,
     shard_name,
-    window_key,
 )
 from pipeline.grid import PatchGrid, patchify
 from pipeline.landmask import PatchTable, check_threshold, save_land_mask
+from pipeline.sources import ZarrWindows
 from preprocessing import catchments as catchment_io
 from preprocessing import store
 from preprocessing.grids import ImageSource, index_source
-from preprocessing.journal import Journal, atomic_write
+from preprocessing.journal import Journal
 from preprocessing.shards import balanced_counts, write_shard
 from preprocessing.stats import Moments
 from preprocessing.weights import patch_weights, read_boundaries
@@ -296,11 +297,8 @@ def write_block(job: BlockJob, start: int, dates: list[dt.date]) -> dict[str, di
 
 @dataclass(frozen=True)
 class ShardJob:
-    store_path: Path
+    windows: ZarrWindows  # the loader's own Zarr reader: shards and Zarr windows agree
     shard_dir: Path
-    dates: list[dt.date]
-    window: int
-    valid_positions: np.ndarray  # positions of the valid patches among the store's
     journal: Journal
 
 
@@ -309,22 +307,13 @@ def write_one_shard(job: ShardJob, split: str, index: int, starts: list[dt.date]
     entry = f"shard-{name}"
     if job.journal.done(entry) and (job.shard_dir / name).exists():
         return job.journal.load(entry)
-    first = {d: i for i, d in enumerate(job.dates)}
-    vectors = {v: store.read_vectors(job.store_path, v) for v in VECTOR_VARS}
 
     def samples():
         for start in starts:
-            t0 = first[start]
-            members = {
-                f"{v}.npy": encode_npy(
-                    store.read_images(job.store_path, t0, job.window, v)[:, job.valid_positions]
-                )
-                for v in IMAGE_VARS
-            }
-            for v in VECTOR_VARS:
-                members[f"{v}.npy"] = encode_npy(vectors[v][t0 : t0 + job.window])
-            members["meta.json"] = encode_json({"start": start.isoformat(), "split": split})
-            yield window_key(start), members
+            window = job.windows.read(start)  # [T, N_valid, p, p] images, [T, C] vectors
+            members = {f"{v}.npy": encode_npy(window[v]) for v in (*IMAGE_VARS, *VECTOR_VARS)}
+            members["meta.json"] = encode_json(window["meta"])
+            yield window["__key__"], members
 
     result = write_shard(job.shard_dir / name, samples())
     result["split"] = split
@@ -355,17 +344,18 @@ def land_mask_step(plan: Plan, journal: Journal, out: Path) -> np.ndarray:
 def run_job(cfg: PreprocessConfig) -> dict[str, Any]:
     """Run (or finish) the whole job; return the manifest."""
     plan = make_plan(cfg)
+    fingerprint = plan.fingerprint()  # stats every input file: once
     out = Path(cfg.out)
     if (out / MANIFEST).exists():
         manifest = _read_json(out / MANIFEST)
-        if manifest.get("settings") == plan.fingerprint()["settings"]:
+        if manifest.get("settings") == fingerprint["settings"]:
             print(f"{out}: already complete ({MANIFEST} present); nothing to do")
             return manifest
         raise ValueError(
             f"{out} holds a finished dataset made with other settings; choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out, plan.fingerprint())
+    journal = Journal(out, fingerprint)
     grid = plan.grid
     print(
         f"preprocess: {len(plan.dates)} days {plan.dates[0]}..{plan.dates[-1]}, grid "
@@ -384,7 +374,6 @@ def run_job(cfg: PreprocessConfig) -> dict[str, Any]:
     patch_table = PatchTable.from_mask(mask, grid, cfg.land_threshold)
     store_patches = patch_table.land_patch_indices
     valid = patch_table.valid_patch_indices
-    valid_positions = np.searchsorted(store_patches, valid)
     land_pixels = patchify(mask, grid)[store_patches]
 
     # 3. catchment_patch_weight
@@ -434,11 +423,14 @@ def run_job(cfg: PreprocessConfig) -> dict[str, Any]:
     # 6. shards
     shard_dir = out / SHARDS
     shard_dir.mkdir(exist_ok=True)
-    shard_job = ShardJob(store_path, shard_dir, plan.dates, cfg.window, valid_positions, journal)
     shard_tasks, split_info = [], {}
     for split in SPLITS:
         if split not in plan.splits:
             continue
+        windows = ZarrWindows(
+            str(store_path), plan.dates[0], cfg.window, store_patches, valid, split
+        )
+        shard_job = ShardJob(windows, shard_dir, journal)
         starts = plan.windows(split)
         counts = balanced_counts(len(starts), cfg.samples_per_shard)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
@@ -464,7 +456,7 @@ def run_job(cfg: PreprocessConfig) -> dict[str, Any]:
     manifest = {
         "format_version": FORMAT_VERSION,
         "software": {"hydromae": version("hydromae")},
-        "settings": plan.fingerprint()["settings"],
+        "settings": fingerprint["settings"],
         "sources": {
             name: {
                 "variables": src.variables,

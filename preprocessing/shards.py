@@ -8,12 +8,11 @@ owner names and mode 0644. Shards are written to a temporary name, fsynced and r
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.dataset import file_sha256
+from pipeline.dataset import atomic_file, file_sha256
 
 MEMBER_ORDER = ("precip.npy", "soil.npy", "temp.npy", "evap.npy", "riverflow.npy", "meta.json")
 
@@ -28,20 +27,18 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
 
 def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> dict:
     """Write ``(key, {member: bytes})`` samples to ``path``; return count, bytes and sha256."""
-    tmp = path.with_name(f".{path.name}.tmp")
     count = 0
-    with open(tmp, "wb") as fh:
-        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, members in samples:
-                if set(members) != set(MEMBER_ORDER):
-                    raise ValueError(f"sample {key}: members {sorted(members)} != {MEMBER_ORDER}")
-                for member in MEMBER_ORDER:
-                    data = members[member]
-                    tar.addfile(_info(f"{key}.{member}", len(data)), io.BytesIO(data))
-                count += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with (
+        atomic_file(path) as fh,
+        tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
+        for key, members in samples:
+            if set(members) != set(MEMBER_ORDER):
+                raise ValueError(f"sample {key}: members {sorted(members)} != {MEMBER_ORDER}")
+            for member in MEMBER_ORDER:
+                data = members[member]
+                tar.addfile(_info(f"{key}.{member}", len(data)), io.BytesIO(data))
+            count += 1
     return {
         "name": path.name,
         "samples": count,

@@ -113,13 +113,3 @@ def write_images(path: Path, start: int, blocks: dict[str, np.ndarray]) -> None:
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     for name, block in blocks.items():
         group[name][start : start + block.shape[0]] = block
-
-
-def read_images(path: Path, start: int, days: int, name: str) -> np.ndarray:
-    """``[days, N_store, p, p]`` of one image variable from time index ``start``."""
-    return zarr.open_group(path, mode="r", zarr_format=3)[name][start : start + days]
-
-
-def read_vectors(path: Path, name: str) -> np.ndarray:
-    """``[T, C]`` of one vector variable, whole."""
-    return zarr.open_group(path, mode="r", zarr_format=3)[name][:]

@@ -91,6 +91,7 @@ class Climatology:
         k = 1 + 2 * harmonics
         self.xtx = np.zeros((series, k, k))
         self.xty = np.zeros((series, k))
+        self._coefficients: np.ndarray | None = None
 
     def fit(self, values: np.ndarray, doy: np.ndarray) -> Climatology:
         x = harmonic_design(doy, self.harmonics)  # [T, K]
@@ -99,13 +100,17 @@ class Climatology:
         v = np.where(ok, v, 0.0)
         self.xtx += np.einsum("ts,tk,tl->skl", ok.astype(np.float64), x, x)
         self.xty += np.einsum("ts,tk->sk", v, x)
+        self._coefficients = None
         return self
 
     def coefficients(self) -> np.ndarray:
-        """``[S, K]``; series without data get zeros (the training mean in normalised units)."""
-        k = self.xtx.shape[-1]
-        ridge = 1e-6 * np.eye(k)
-        return np.linalg.solve(self.xtx + ridge, self.xty[..., None])[..., 0]
+        """``[S, K]``; series without data get zeros (the training mean in normalised units).
+
+        Solved once after the last ``fit``, not at every prediction."""
+        if self._coefficients is None:
+            ridge = 1e-6 * np.eye(self.xtx.shape[-1])
+            self._coefficients = np.linalg.solve(self.xtx + ridge, self.xty[..., None])[..., 0]
+        return self._coefficients
 
     def predict(self, doy: np.ndarray) -> np.ndarray:
         """``[..., S]`` for day-of-year values ``doy [...]``."""

@@ -8,8 +8,6 @@ a temporary file, fsynced and renamed, so a crash never leaves a half-written ch
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.dataset import MANIFEST
+from pipeline.dataset import MANIFEST, atomic_file, file_sha256
 
 
 def manifest_hash(data_dir: str | Path) -> str:
-    return hashlib.sha256((Path(data_dir) / MANIFEST).read_bytes()).hexdigest()
+    return file_sha256(Path(data_dir) / MANIFEST)
 
 
 def random_states() -> dict[str, Any]:
@@ -43,13 +41,8 @@ def set_random_states(states: dict[str, Any]) -> None:
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:

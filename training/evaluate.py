@@ -153,20 +153,25 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 break
             real = batch["weight"] > 0  # [B]
             doy = batch["doy"].long().numpy()
+            # what does not depend on the masks: once per batch
+            truths = {m: normalised(norm, m, batch[m], batch[f"{m}_valid"]) for m in MODALITIES}
+            seasons = {
+                m: _season(clim[m], doy, batch, batch[m].shape, m in IMAGE_MODALITIES)
+                for m in MODALITIES
+            }
             for strategy in STRATEGIES:
                 seen = harder(batch, strategy, train_cfg["seed"])
                 out = model(seen)
                 for group, m, cols in modality_slices(model.groups, p):
                     image = m in IMAGE_MODALITIES
                     physical = batch[m]  # [B, T, N, P] or [B, T], 0 where invalid
-                    valid = batch[f"{m}_valid"]
-                    truth = normalised(norm, m, physical, valid)
+                    valid, truth = batch[f"{m}_valid"], truths[m]
                     masked = seen[f"{m}_mask"][..., valid_idx] if image else seen[f"{m}_mask"]
                     hidden = masked[..., None] if image else masked
                     known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
                     preds = {
                         "model": out[group]["pred"][..., cols].reshape(physical.shape),
-                        "climatology": _season(clim[m], doy, batch, physical.shape, image),
+                        "climatology": seasons[m],
                         "interpolation": interpolate_time(truth, known),
                     }
                     if image:

@@ -137,6 +137,10 @@ class HydroMAE(nn.Module):
         valid = torch.tensor(geometry.valid_patch_indices)
         self.register_buffer("patch_row", valid // geometry.patch_cols, persistent=False)
         self.register_buffer("patch_col", valid % geometry.patch_cols, persistent=False)
+        # where each valid patch is: 2-D sin-cos on the patch grid, [N, dim], made once
+        for key, width_ in (("where", cfg.dim), ("decoder_where", cfg.decoder_dim)):
+            rows, cols = sincos(self.patch_row, width_ // 2), sincos(self.patch_col, width_ // 2)
+            self.register_buffer(key, torch.cat([rows, cols], dim=-1), persistent=False)
         width = {
             n: len(mods) * (pp if n in ("image", *IMAGE_MODALITIES) else 1)
             for n, mods in self.groups
@@ -188,8 +192,9 @@ class HydroMAE(nn.Module):
             mask = batch[f"{mods[0]}_mask"]
         return x, v, mask.to(x.device)
 
-    def _position(self, batch: dict, name: str, dim: int, doy_layer: nn.Linear) -> Tensor:
-        """Where and when each token of a group is: ``[B, L, dim]``."""
+    def _position(self, batch: dict, name: str, where: Tensor, doy_layer: nn.Linear) -> Tensor:
+        """Where and when each token of a group is: ``[B, L, dim]`` (``where``: ``[N, dim]``)."""
+        dim = where.shape[-1]
         doy = batch["doy"].float() if "doy" in batch else torch.zeros(batch["evap"].shape)
         doy = doy.to(self.patch_row.device)  # [B, T]
         b, t = doy.shape
@@ -198,9 +203,6 @@ class HydroMAE(nn.Module):
         season = doy_layer(torch.stack([angle.sin(), angle.cos()], dim=-1))  # [B, T, dim]
         when = day + season  # [B, T, dim]
         if name in ("image", *IMAGE_MODALITIES):
-            where = torch.cat(
-                [sincos(self.patch_row, dim // 2), sincos(self.patch_col, dim // 2)], dim=-1
-            )  # [N, dim]
             n = where.shape[0]
             return (when[:, :, None, :] + where[None, None]).reshape(b, t * n, dim)
         return when
@@ -216,7 +218,7 @@ class HydroMAE(nn.Module):
         for name, mods in self.groups:
             x, v, mask = self._group_tokens(batch, name, mods)  # [B, L, w] x2, [B, L]
             tokens = self.embed[name](torch.cat([x, v], dim=-1))  # [B, L, D]
-            tokens = tokens + self._position(batch, name, self.cfg.dim, self.doy)
+            tokens = tokens + self._position(batch, name, self.where, self.doy)
             tokens = tokens + self.group_embed[name]
             if mods[0] == IMAGE_MODALITIES[0]:
                 image = (tokens, mask)  # precipitation's tokens carry the catchment's rain
@@ -285,7 +287,7 @@ class HydroMAE(nn.Module):
                 enc = h[:, offset : offset + n_keep]  # [B, n_keep, Dd]
                 seq.scatter_(1, order[:, :n_keep, None].expand(-1, -1, dd), enc)
             offset += n_keep
-            seq = seq + self._position(batch, name, dd, self.decoder_doy)
+            seq = seq + self._position(batch, name, self.decoder_where, self.decoder_doy)
             queries.append(seq + self.decoder_group_embed[name])
         if self.cfg.decoder == "mae":
             x = torch.cat([h[:, :1], *queries], dim=1)  # [B, 1 + sum L, Dd]

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipeline import config
 from pipeline.collate import MODALITIES
 from pipeline.dataset import read_manifest
-from pipeline.loader import build_loader
+from pipeline.loader import HydroLoader, build_loader
 from pipeline.normalize import Normalizer
 from training import checkpoint
 from training.loss import LossConfig, mae_loss
@@ -135,6 +135,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     )  # fmt: skip
     if len(loader) < cfg.accumulate:
         raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
+    val_loader = None
+    if cfg.val_every:  # built once; the eval masks are the same at every validation
+        val_loader = build_loader(
+            source=str(cfg.data), split="val", mode="eval", batch_size=cfg.batch_size,
+            num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
+        )  # fmt: skip
     loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
     step = 0
     ckpt_path = out / CHECKPOINT
@@ -218,7 +224,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                     fh.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{total:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
             if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
-                record = {"step": step, **validate(raw_model, cfg, loss_cfg, rank, world, ddp)}
+                scores = validate(raw_model, val_loader, cfg.val_batches, loss_cfg, ddp)
+                record = {"step": step, **scores}
                 if main:
                     logged.append(record)
                     with open(out / METRICS, "a") as fh:
@@ -235,19 +242,15 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
 
 
 def validate(
-    model: HydroMAE, cfg: TrainConfig, loss_cfg: LossConfig, rank: int, world: int, ddp: bool
+    model: HydroMAE, loader: HydroLoader, batches: int, loss_cfg: LossConfig, ddp: bool
 ) -> dict[str, float]:
     """Mean loss over the validation split under the collate's ``eval`` masks (the same
     masks at every validation), averaged over ranks; no gradients, model left in train mode."""
-    loader = build_loader(
-        source=str(cfg.data), split="val", mode="eval", batch_size=cfg.batch_size,
-        num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
-    )  # fmt: skip
     sums = torch.zeros(2 + len(MODALITIES), dtype=torch.float64)  # batches, loss, per modality
     model.eval()
     with torch.no_grad():
         for i, batch in enumerate(loader):
-            if cfg.val_batches and i >= cfg.val_batches:
+            if batches and i >= batches:
                 break
             loss, per = mae_loss(model(batch), model.groups, model.geometry.patch_pixels, loss_cfg)
             sums += torch.tensor([1.0, loss.item(), *(per[m].item() for m in MODALITIES)])
