@@ -128,6 +128,27 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return parse_manifest(path.read_bytes(), str(path))
 
 
+def window_starts(first: dt.date, last: dt.date, window: int, stride: int) -> list[dt.date]:
+    """Start days of the windows of ``window`` days, every ``stride`` days, that fit in
+    ``first..last`` (both included): windows never straddle a split's end."""
+    starts, day = [], first
+    while day + dt.timedelta(days=window - 1) <= last:
+        starts.append(day)
+        day += dt.timedelta(days=stride)
+    return starts
+
+
+def balanced_ranges(total: int, parts: int) -> list[tuple[int, int]]:
+    """``(start, count)`` of ``parts`` contiguous ranges covering ``total``, counts within 1."""
+    base, extra = divmod(total, parts)
+    out, start = [], 0
+    for i in range(parts):
+        n = base + (i < extra)
+        out.append((start, n))
+        start += n
+    return out
+
+
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     """Every day from ``start`` to ``end``, both included."""
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

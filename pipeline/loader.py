@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.collate import MODES, MultiScaleMaskedCollate
 from pipeline.dataset import IMAGE_VARS, LAND_MASK_NPY, LAND_MASK_PT, SHARDS, decode_npy
+from pipeline.masking import new_generator
 from pipeline.samples import CatchmentTable
 from pipeline.sources import (
     BAD_WINDOW,
@@ -65,7 +66,6 @@ from pipeline.stages import (
     choose_catchments,
     expand_window,
     fixed_batches,
-    rng,
     samples_per_window,
     shuffle_buffer,
     stream_plan,
@@ -259,6 +259,8 @@ class WindowDataset(IterableDataset):
 
     def rank_batches_count(self, epoch: int = 0, workers: int | None = None) -> int:
         workers = self.workers if workers is None else workers
+        if self.cfg.reader == "zarr":  # the rank's plan, shared round-robin by its workers
+            return len(self.zarr_plan(epoch))
         return sum(self.batches_per_worker(epoch, w, workers) for w in range(workers))
 
     def __len__(self) -> int:
@@ -366,7 +368,7 @@ class WindowDataset(IterableDataset):
             samples = shuffle_buffer(
                 samples,
                 self.cfg.shuffle_windows * self.per_window,
-                rng(self.cfg.seed, "shuffle", epoch, self.rank, worker),
+                new_generator(self.cfg.seed, "shuffle", epoch, self.rank, worker),
             )
         prefix = f"pad-r{self.rank}-w{worker}"
         for i, batch in enumerate(

@@ -30,16 +30,12 @@ import torch
 from torch.utils.data import get_worker_info
 
 from pipeline.collate import MultiScaleMaskedCollate
-from pipeline.dataset import IMAGE_VARS, VECTOR_VARS, window_key
+from pipeline.dataset import IMAGE_VARS, VECTOR_VARS, balanced_ranges, window_key
+from pipeline.dataset import window_starts as dataset_window_starts
 from pipeline.masking import new_generator
 from pipeline.samples import CatchmentTable, expand
 
 PAD = -1  # catchment_index (and plan entry) of a padding sample
-
-
-def rng(seed: int, *parts: object) -> np.random.Generator:
-    """A numpy generator keyed by ``(seed, *parts)``, the same in every process."""
-    return new_generator(seed, *parts)
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -51,17 +47,6 @@ def worker_share(total: int, worker: int, workers: int) -> int:
     return max(0, ceil_div(total - worker, workers))
 
 
-def balanced_ranges(total: int, parts: int) -> list[tuple[int, int]]:
-    """``(start, count)`` of ``parts`` contiguous ranges covering ``total``, counts within 1."""
-    base, extra = divmod(total, parts)
-    out, start = [], 0
-    for i in range(parts):
-        n = base + (i < extra)
-        out.append((start, n))
-        start += n
-    return out
-
-
 # ------------------------------------------------------------------ expand
 def choose_catchments(
     n_catchments: int, k: int, seed: int, epoch: int, key: str, train: bool
@@ -69,7 +54,7 @@ def choose_catchments(
     """Catchments a window expands to: all, or (training) K drawn by (seed, epoch, key)."""
     if not train or k <= 0 or k >= n_catchments:
         return list(range(n_catchments))
-    pick = rng(seed, "catchments", epoch, key).choice(n_catchments, size=k, replace=False)
+    pick = new_generator(seed, "catchments", epoch, key).choice(n_catchments, size=k, replace=False)
     return sorted(int(c) for c in pick)
 
 
@@ -206,7 +191,7 @@ def stream_plan(
     """
     slots = world * workers
     order = (
-        [int(i) for i in rng(seed, "shards", epoch).permutation(len(counts))]
+        [int(i) for i in new_generator(seed, "shards", epoch).permutation(len(counts))]
         if train
         else list(range(len(counts)))
     )
@@ -238,12 +223,7 @@ def window_starts(manifest: dict[str, Any], split: str, stride: int) -> list[dt.
     if stride <= 0:
         return [dt.date.fromisoformat(s) for s in info["window_starts"]]
     first, last = dt.date.fromisoformat(info["start"]), dt.date.fromisoformat(info["end"])
-    days = int(manifest["window"])
-    out, day = [], first
-    while day + dt.timedelta(days=days - 1) <= last:
-        out.append(day)
-        day += dt.timedelta(days=stride)
-    return out
+    return dataset_window_starts(first, last, int(manifest["window"]), stride)
 
 
 def zarr_plan(
@@ -271,7 +251,9 @@ def zarr_plan(
     n = len(starts)
     if train:
         size = n // world
-        order = rng(seed, "windows", epoch).permutation(n)[rank * size : (rank + 1) * size]
+        order = new_generator(seed, "windows", epoch).permutation(n)[
+            rank * size : (rank + 1) * size
+        ]
         refs: list[tuple[int, int]] = []
         for b0 in range(0, size, max(1, shuffle_windows)):
             block = [
@@ -281,7 +263,7 @@ def zarr_plan(
                     n_catchments, k, seed, epoch, window_key(starts[int(w)]), True
                 )
             ]
-            perm = rng(seed, "block", epoch, rank, b0).permutation(len(block))
+            perm = new_generator(seed, "block", epoch, rank, b0).permutation(len(block))
             refs += [block[int(i)] for i in perm]
         count = len(refs) // batch_size
         plan = np.asarray(refs[: count * batch_size], dtype=np.int64)

@@ -47,6 +47,7 @@ from pipeline.dataset import (
     encode_json,
     encode_npy,
     shard_name,
+    window_starts,
 )
 from pipeline.grid import PatchGrid, patchify
 from pipeline.landmask import PatchTable, check_threshold, save_land_mask
@@ -148,12 +149,7 @@ class Plan:
         return [(i, min(w, len(self.dates) - i)) for i in range(0, len(self.dates), w)]
 
     def windows(self, split: str) -> list[dt.date]:
-        a, b = self.splits[split]
-        starts, day = [], a
-        while day + dt.timedelta(days=self.cfg.window - 1) <= b:
-            starts.append(day)
-            day += dt.timedelta(days=self.cfg.stride)
-        return starts
+        return window_starts(*self.splits[split], self.cfg.window, self.cfg.stride)
 
     def fingerprint(self) -> dict[str, Any]:
         settings = {

@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.dataset import atomic_file, file_sha256
+from pipeline.dataset import atomic_file, balanced_ranges, file_sha256
 
 MEMBER_ORDER = ("precip.npy", "soil.npy", "temp.npy", "evap.npy", "riverflow.npy", "meta.json")
 
@@ -51,6 +51,4 @@ def balanced_counts(total: int, per_shard: int) -> list[int]:
     """Split ``total`` samples into shards of at most ``per_shard``, counts differing by <= 1."""
     if total == 0:
         return []
-    shards = -(-total // per_shard)
-    base, extra = divmod(total, shards)
-    return [base + (i < extra) for i in range(shards)]
+    return [n for _, n in balanced_ranges(total, -(-total // per_shard))]
