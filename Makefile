@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/collate.py
 	$(PY) bench/preprocess_memory.py
 	$(PY) bench/loader.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

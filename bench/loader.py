@@ -4,14 +4,17 @@ On one synthetic dataset on the Great Britain grid (290 x 180, 94 valid patches;
 540 days, 10 catchments, 90-day windows every 15 days: 31 training windows in 8 shards),
 in one run, all delivering batches of ``--batch-size`` samples of the same shapes:
 
-  (a) the reference: one process reads the shards (``pipeline.samples.read_shard``:
-      tarfile + ``np.load``), expands each window to its catchments and stacks the five
-      modalities into ``[B, T, N_valid, p*p]`` / ``[B, T]`` tensors, nothing else; run
-      before and after the others, the faster run is the reference;
+  (a) the reference: one process reads the shards (``pipeline.samples.read_shard``, the
+      loader's strict tar reader), expands each window to its catchments and stacks the
+      five modalities into ``[B, T, N_valid, p*p]`` / ``[B, T]`` tensors, nothing else;
+      run before and after the others, the faster run is the reference;
   (b) the project's loader (``build_loader``, shards, training mode, masks and validity
       and all) with 0, 1 and 2 worker processes;
   (c) a sanity check: an upstream-style loader that reads full 290 x 180 grids from the
-      raw NetCDF files for every (catchment, window) sample (a few batches only).
+      raw NetCDF files for every (catchment, window) sample (a few batches only);
+  (d) the ceiling (``--no-ceiling`` skips it): plain copy bandwidth, and the copies that
+      the loader cannot avoid (each sample's image and validity into the batch, from
+      arrays scattered by the shuffle), each in one process and in two at once.
 
 "bytes/s" counts the five modality tensors of each batch (what the reference delivers);
 the loader's extra tensors (validity, masks, static ...) are shown apart. The first batch
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +185,67 @@ def upstream(raw: Path, data: Path, batch_size: int, batches: int) -> Iterator[d
         yield {k: torch.from_numpy(np.stack([s[k] for s in chunk])) for k in DATA_KEYS}
 
 
+# ------------------------------------------------------------------ (d) the ceiling
+def copy_rate(seconds: float, batch: int, shape: tuple[int, ...], floor: bool) -> float:
+    """Bytes of batch data written per second, by plain copies or the loader's floor.
+
+    ``floor=False``: copy whole ``[batch, *shape]`` float32 arrays, round-robin over four
+    (plain copy bandwidth, counted once per byte copied). ``floor=True``: what the loader
+    cannot avoid per batch: ``batch`` samples' images ``shape`` float32 and their bool
+    validity, each from a different one of 24 prepared windows (as the shuffle leaves
+    them), into one reused batch buffer; counts the float bytes, as the benchmark does.
+    """
+    rng = np.random.default_rng(0)
+    out = np.zeros((batch, *shape), np.float32)
+    valid = np.zeros((batch, *shape), bool)
+    if floor:
+        windows = [rng.random(shape, dtype=np.float32) for _ in range(24)]
+        masks = [w > 0.1 for w in windows]
+    else:
+        sources = [rng.random((batch, *shape), dtype=np.float32) for _ in range(4)]
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        if floor:
+            for i in range(batch):
+                j = (n * batch + i) * 7 % len(windows)
+                np.copyto(out[i], windows[j])
+                np.copyto(valid[i], masks[j])
+        else:
+            np.copyto(out, sources[n % len(sources)])
+        n += 1
+    return n * out.nbytes / (time.perf_counter() - start)
+
+
+def _copy_rate_into(queue, *args) -> None:
+    queue.put(copy_rate(*args))
+
+
+def ceiling(batch: int, shape: tuple[int, ...], seconds: float = 2.0) -> list[dict]:
+    """Plain copies and the loader's unavoidable copies, in one process and two at once."""
+    context = multiprocessing.get_context("fork")  # children use numpy only
+    results = []
+    for floor in (False, True):
+        for procs in (1, 2):
+            queue = context.Queue()
+            args = (queue, seconds, batch, shape, floor)
+            children = [context.Process(target=_copy_rate_into, args=args) for _ in range(procs)]
+            for child in children:
+                child.start()
+            rates = [queue.get() for _ in children]
+            for child in children:
+                child.join()
+            what = "loader's unavoidable batch copies" if floor else "plain copy"
+            label = f"(d) {what}, {procs} process{'es' if procs > 1 else ''}"
+            result = {"label": label, "data_gb_s": sum(rates) / 1e9}
+            print(
+                f"  {label:<58} {result['data_gb_s']:6.3f} GB/s "
+                f"({' + '.join(f'{r / 1e9:.2f}' for r in rates)})",
+                flush=True,
+            )
+            results.append(result)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/hydromae-bench-loader"))
@@ -190,6 +255,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--upstream-batches", type=int, default=2)
+    parser.add_argument("--no-ceiling", action="store_true", help="skip (d)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
 
@@ -220,11 +286,14 @@ def main() -> None:
             "(c) upstream-style NetCDF grids",
         )
     )
+    if not args.no_ceiling:
+        shape = (int(m["window"]), len(m["valid_patch_indices"]), m["grid"]["patch_size"] ** 2)
+        results += ceiling(args.batch_size, shape)
     ref = max(results[0]["data_gb_s"], results[4]["data_gb_s"])
     print(f"\nratios to the reference ({ref:.3f} GB/s of batch data, the faster of its runs):")
     for r in results:
         r["ratio"] = r["data_gb_s"] / ref
-        print(f"  {r['label']:<34} {r['ratio']:6.3f}")
+        print(f"  {r['label']:<58} {r['ratio']:6.3f}")
     goal = results[3]["ratio"]
     print(
         f"\ngoal: loader with 2 workers >= 0.8 x reference: {goal:.3f} "

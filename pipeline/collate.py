@@ -27,11 +27,19 @@ Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
     static, static_valid                 [B, A] float32, bool
     catchment_weight                     [B, N] float32
     catchment_index [B] long, doy [B, T] int16, weight [B] float32, start, sample_key: lists
+
+Each distinct image array of a call (``K`` samples cut from one window share it) is made
+finite-and-land once and copied into every sample's slot; with ``reuse_images=True`` the
+prepared array is also kept for later calls as long as its source array lives.
+``collate(samples, allocate=...)`` puts every output tensor in memory the caller gives
+(e.g. one recycled shared buffer per batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,24 @@ MODALITIES = IMAGE_MODALITIES + VECTOR_MODALITIES
 MASK_MODES = ("unified", "independent")
 MODES = ("train", "val", "eval")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+TensorSpec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # name -> (shape, dtype)
+# (the source array or a weak reference to it, data float32, valid bool)
+Prepared = tuple[Any, np.ndarray, np.ndarray]
+Allocate = Callable[[TensorSpec], dict[str, torch.Tensor]]
+
+
+def prepare_image(part: torch.Tensor, land: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's image made finite: ``[T, N, p*p]`` any float -> (float32 data, bool valid).
+
+    ``valid`` = finite after the cast to float32, and land (``land [N, p*p]`` bool, broadcast
+    over days); ``data`` = the value where valid, else +0.0. Single-threaded numpy: about
+    2 ms for ``[90, 94, 100]``, half the time of the equivalent torch passes.
+    """
+    x = part.detach().to("cpu", torch.float32).numpy()  # no copy if it is already that
+    valid = np.isfinite(x)
+    valid &= land
+    return np.where(valid, x, np.float32(0.0)), valid
 
 
 class MultiScaleMaskedCollate:
@@ -79,6 +105,7 @@ class MultiScaleMaskedCollate:
         mode: str = "train",
         seed: int = 0,
         patch_indices: Sequence[int] | np.ndarray | None = None,
+        reuse_images: bool = False,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
@@ -130,6 +157,9 @@ class MultiScaleMaskedCollate:
         )
         land = patchify(self.land_mask, self.grid)[valid]  # [N_valid, p, p]
         self._land_pixels = torch.from_numpy(land.reshape(self.num_valid, -1).copy())
+        # prepared images kept between calls while their source lives (see _prepared)
+        self.reuse_images = bool(reuse_images)
+        self._reuse: dict[int, Prepared] = {}
 
     def _check_patch_indices(self, patch_indices: Any, valid: np.ndarray) -> np.ndarray:
         if patch_indices is None:
@@ -159,6 +189,7 @@ class MultiScaleMaskedCollate:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_stream"] = None  # each process seeds its own stream (see _stream_generator)
+        state["_reuse"] = {}
         return state
 
     def _stream_generator(self) -> np.random.Generator:
@@ -287,7 +318,66 @@ class MultiScaleMaskedCollate:
         out.masked_fill_(~valid, 0.0)
         return out, valid
 
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def _prepared(
+        self, part: torch.Tensor, source: Any, seen: dict[int, Prepared]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``prepare_image`` of ``part`` (``[T, N, p*p]``), done once per source array.
+
+        ``source`` is the sample's own array, which ``part`` is made from (a view, or a
+        copy for full grids and patch selections), and identifies it: ``seen`` holds this
+        call's (the samples keep their sources alive meanwhile). With ``reuse_images``,
+        ``self._reuse`` also holds those of earlier calls, with a weak reference to their
+        source, and forgets each when its source is collected; a source must then not be
+        modified in place while it lives (the loader's windows never are). A source
+        without weak references (e.g. a list) is prepared again at every call.
+        """
+        key = id(source)
+        hit = seen.get(key)
+        if hit is None and self.reuse_images:
+            kept = self._reuse.get(key)
+            if kept is not None and kept[0]() is source:
+                hit = kept
+        if hit is None:
+            hit = (source, *prepare_image(part, self._land_pixels.numpy()))
+            if self.reuse_images:
+                try:
+                    ref = weakref.ref(source, functools.partial(self._forget, key))
+                except TypeError:
+                    pass
+                else:
+                    self._reuse[key] = (ref, hit[1], hit[2])
+        seen[key] = hit
+        return hit[1], hit[2]
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        """A source array died: drop its prepared image (unless the key was taken again)."""
+        kept = self._reuse.get(key)
+        if kept is not None and kept[0] is ref:
+            del self._reuse[key]
+
+    def _fill_images(
+        self, parts: list[tuple[torch.Tensor, Any]], out: torch.Tensor, valid: torch.Tensor
+    ) -> None:
+        """Write B images ``[T, N, p*p]`` into ``out [B, T, N, p*p]`` float32 and ``valid`` bool.
+
+        ``parts``: each sample's image and the sample's own array it views.
+        """
+        data_np, valid_np = out.numpy(), valid.numpy()
+        seen: dict[int, Prepared] = {}
+        for i, (part, source) in enumerate(parts):
+            data, ok = self._prepared(part, source, seen)
+            np.copyto(data_np[i], data)
+            np.copyto(valid_np[i], ok)
+
+    def __call__(
+        self, samples: Sequence[dict[str, Any]], allocate: Allocate | None = None
+    ) -> dict[str, Any]:
+        """Collate ``samples`` (see the module's docstring for the output).
+
+        ``allocate(spec)`` (optional) returns the output tensors, ``{name: tensor}`` of the
+        shapes and dtypes of ``spec`` (every tensor of the batch); by default each is a
+        fresh tensor. The values are the same either way.
+        """
         if len(samples) == 0:
             raise ValueError("cannot collate an empty list of samples")
         wheres = [self._where(s, i) for i, s in enumerate(samples)]
@@ -295,16 +385,38 @@ class MultiScaleMaskedCollate:
             missing = [m for m in MODALITIES if m not in s]
             if missing:
                 raise ValueError(f"{where} lacks modality(ies) {missing}")
-        batch: dict[str, Any] = {}
-        for name in IMAGE_MODALITIES:
-            parts = [self._image(s, name, w) for s, w in zip(samples, wheres, strict=True)]
-            batch[name], batch[f"{name}_valid"] = self._stack_finite(parts, self._land_pixels)
+        images = {
+            name: [(self._image(s, name, w), s[name]) for s, w in zip(samples, wheres, strict=True)]
+            for name in IMAGE_MODALITIES
+        }
+        small: dict[str, Any] = {}  # every other output, computed whole (a few KB)
         for name in VECTOR_MODALITIES:
             parts = [self._vector(s, name, w) for s, w in zip(samples, wheres, strict=True)]
-            batch[name], batch[f"{name}_valid"] = self._stack_finite(parts)
-        batch.update(self._masks([s.get("sample_key") for s in samples], self.seq_len))
-        batch["valid_patch_indices"] = self.valid_patch_indices
-        batch.update(self._extras(samples, wheres))
+            small[name], small[f"{name}_valid"] = self._stack_finite(parts)
+        small.update(self._masks([s.get("sample_key") for s in samples], self.seq_len))
+        small["valid_patch_indices"] = self.valid_patch_indices
+        small.update(self._extras(samples, wheres))
+
+        shape = (len(samples), self.seq_len, self.num_valid, self.grid.patch_size**2)
+        spec: TensorSpec = {}
+        for name in IMAGE_MODALITIES:
+            spec[name], spec[f"{name}_valid"] = (shape, torch.float32), (shape, torch.bool)
+        if allocate is None:
+            out = {name: torch.empty(s, dtype=d) for name, (s, d) in spec.items()}
+        else:
+            spec.update(
+                {k: (tuple(v.shape), v.dtype) for k, v in small.items() if torch.is_tensor(v)}
+            )
+            out = allocate(spec)
+            for name, value in small.items():
+                if torch.is_tensor(value):  # numpy: one thread, no thread-pool wake-ups
+                    np.copyto(out[name].numpy(), value.numpy())
+                    small[name] = out[name]
+        batch: dict[str, Any] = {}
+        for name in IMAGE_MODALITIES:
+            batch[name], batch[f"{name}_valid"] = out[name], out[f"{name}_valid"]
+            self._fill_images(images[name], batch[name], batch[f"{name}_valid"])
+        batch.update(small)
         return batch
 
     def _extras(self, samples: Sequence[dict[str, Any]], wheres: list[str]) -> dict[str, Any]:

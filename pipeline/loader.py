@@ -15,6 +15,12 @@ views (read once, used K times) -> shuffle (a buffer of windows) -> fixed-size b
 the masking collate. Samples are in physical units with NaN kept; the collate turns NaN
 into validity masks; normalisation (``pipeline.Normalizer``) is the model's job.
 
+Batches are collated straight into recycled buffers (``pipeline.stages.BatchPool``; in a
+worker, shared memory): one buffer per batch holds all its tensors, so one file descriptor
+crosses to the main process, and a buffer is written again only once the trainer has
+dropped every tensor of the batch it held (the main process records that in a small
+shared ledger).
+
 Every batch also carries ``weight [B] float32``: 1.0 for real samples, 0.0 for the
 padding that keeps ranks equal (evaluation, or training after a shard was skipped).
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 from collections import Counter
@@ -41,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.collate import MODES, MultiScaleMaskedCollate
-from pipeline.dataset import IMAGE_VARS, LAND_MASK_NPY, LAND_MASK_PT, SHARDS, decode_npy
+from pipeline.dataset import LAND_MASK_NPY, LAND_MASK_PT, SHARDS, decode_npy
 from pipeline.masking import new_generator
 from pipeline.samples import CatchmentTable
 from pipeline.sources import (
@@ -60,9 +67,11 @@ from pipeline.sources import (
     stream_shard,
 )
 from pipeline.stages import (
+    LEDGER_COLUMNS,
     PAD,
+    BatchPool,
+    PackedBatch,
     PadFactory,
-    WindowCollate,
     choose_catchments,
     expand_window,
     fixed_batches,
@@ -79,6 +88,7 @@ logger = logging.getLogger(__name__)
 READERS = ("shards", "zarr")
 CONTEXTS = ("forkserver", "spawn", "fork")
 EVENTS_KEY = "_loader_events"  # batch key that carries a worker's events to the main process
+SPARE_BUFFERS = 4  # recycled batch buffers per worker beyond prefetch_factor
 
 
 @dataclass
@@ -226,6 +236,7 @@ class WindowDataset(IterableDataset):
         rank: int,
         world: int,
         shared: Any,
+        ledger: Any = None,
     ) -> None:
         self.cfg = cfg
         self.train = cfg.mode == "train"
@@ -233,6 +244,8 @@ class WindowDataset(IterableDataset):
         self.workers = max(1, cfg.num_workers)
         self.collate = collate
         self.shared = shared  # [epoch, batches to skip]
+        self.ledger = ledger  # [workers, buffers, 3] int64 (flat), see pipeline.stages.BatchPool
+        self._pool: BatchPool | None = None  # this process's buffers, made on first use
         self.table = CatchmentTable.from_manifest(manifest)
         self.shape = WindowShape.from_manifest(manifest)
         self.pad = PadFactory(
@@ -295,29 +308,66 @@ class WindowDataset(IterableDataset):
         )
 
     # ------------------------------------------------------------ iteration
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"] = None  # every process has its own buffers
+        return state
+
+    def ledger_array(self) -> np.ndarray | None:
+        """The ledger, ``[max(1, workers), buffers, LEDGER_COLUMNS]`` int64 (None: no pool)."""
+        if self.ledger is None:
+            return None
+        shape = (self.workers, pool_buffers(self.cfg), LEDGER_COLUMNS)
+        if math.prod(shape) == 0:
+            return np.zeros(shape, dtype=np.int64)
+        return np.frombuffer(self.ledger, dtype=np.int64).reshape(shape)
+
+    def pool(self, worker: int) -> BatchPool | None:
+        """This process's :class:`BatchPool` (shared memory in a DataLoader worker)."""
+        ledger = self.ledger_array()
+        if ledger is None:
+            return None
+        if self._pool is None:
+            # persistent workers: one pool per worker for the loader's life, so the main
+            # process keeps each buffer mapped and it is sent only once
+            in_worker = get_worker_info() is not None
+            once = in_worker and self.cfg.persistent_workers
+            self._pool = BatchPool(ledger[worker], worker, in_worker, send_once=once)
+        return self._pool
+
+    def __iter__(self) -> Iterator[PackedBatch | dict[str, Any]]:
+        """The DataLoader's iterator: with a ledger, packed batches (HydroLoader opens them)."""
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         epoch, skip = int(self.shared[0]), int(self.shared[1])
-        return self.batches(epoch, worker, workers, skip)
+        pool = self.pool(worker)
+        if pool is not None:
+            pool.start_iteration()
+        return self.batches(epoch, worker, workers, skip, pool)
 
     def batches(
-        self, epoch: int, worker: int = 0, workers: int = 1, skip: int = 0
-    ) -> Iterator[dict[str, Any]]:
+        self,
+        epoch: int,
+        worker: int = 0,
+        workers: int = 1,
+        skip: int = 0,
+        pool: BatchPool | None = None,
+    ) -> Iterator[Any]:
         """DataLoader worker ``worker``'s batches of ``epoch``, after the rank's first ``skip``.
 
         The rank's batch ``j`` belongs to role ``j % workers`` (a slot of the plan). The
         DataLoader asks its workers in turn starting from worker 0, so after ``skip``
         batches worker ``w`` plays role ``(w + skip) % workers``: its first batch is then
         the rank's batch ``skip + w``, and the order is the uninterrupted run's. A role's
-        stream is deterministic, so any process can play it.
+        stream is deterministic, so any process can play it. With ``pool``, each batch is
+        a :class:`pipeline.stages.PackedBatch` in one of its buffers; else a dict.
         """
         role = (worker + skip) % workers
         self.collate.set_epoch(epoch)
         skip_mine = worker_share(skip, role, workers)
         if self.cfg.reader == "zarr":
-            return self._zarr_batches(epoch, role, workers, skip_mine)
-        return self._stream_batches(epoch, role, workers, skip_mine)
+            return self._zarr_batches(epoch, role, workers, skip_mine, pool)
+        return self._stream_batches(epoch, role, workers, skip_mine, pool)
 
     def rank_batches(
         self, epoch: int, workers: int | None = None, skip: int = 0
@@ -336,16 +386,23 @@ class WindowDataset(IterableDataset):
                 except StopIteration:
                     order.remove(stream)
 
-    def _emit(self, samples: list[dict[str, Any]], events: list[LoaderEvent]) -> dict[str, Any]:
-        batch = self.collate(samples)
+    def _emit(
+        self, samples: list[dict[str, Any]], events: list[LoaderEvent], pool: BatchPool | None
+    ) -> Any:
+        """The collated batch: a dict, or with ``pool`` a ``PackedBatch``; plus the events."""
+        if pool is None:
+            batch = extra = self.collate(samples)
+        else:
+            batch = pool.pack(self.collate, samples)
+            extra = batch.rest
         if events:
-            batch[EVENTS_KEY] = list(events)
+            extra[EVENTS_KEY] = list(events)
             events.clear()
         return batch
 
     def _stream_batches(
-        self, epoch: int, worker: int, workers: int, skip: int
-    ) -> Iterator[dict[str, Any]]:
+        self, epoch: int, worker: int, workers: int, skip: int, pool: BatchPool | None
+    ) -> Iterator[Any]:
         plan = self.stream_plan(epoch, worker, workers)
         events: list[LoaderEvent] = []
         samples = (
@@ -375,7 +432,7 @@ class WindowDataset(IterableDataset):
             fixed_batches(samples, self.cfg.batch_size, plan.batches, self.pad, prefix)
         ):
             if i >= skip:
-                yield self._emit(batch, events)
+                yield self._emit(batch, events, pool)
 
     def _stream_windows(self, plan, report) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
@@ -393,8 +450,8 @@ class WindowDataset(IterableDataset):
             )
 
     def _zarr_batches(
-        self, epoch: int, worker: int, workers: int, skip: int
-    ) -> Iterator[dict[str, Any]]:
+        self, epoch: int, worker: int, workers: int, skip: int, pool: BatchPool | None
+    ) -> Iterator[Any]:
         plan = self.zarr_plan(epoch)
         mine = list(range(worker, len(plan), workers))[skip:]
         last_use = {int(w): j for j in mine for w in plan[j, :, 0] if w != PAD}
@@ -413,7 +470,7 @@ class WindowDataset(IterableDataset):
                 samples += expand_window(cache[w], self.table, [c])
             for w in [w for w in cache if last_use[w] == j]:
                 del cache[w]
-            yield self._emit(samples, events)
+            yield self._emit(samples, events, pool)
 
 
 def _shards(cfg: LoaderConfig, manifest: dict[str, Any]) -> tuple[list[str], list[int]]:
@@ -449,7 +506,7 @@ def make_collate(cfg: LoaderConfig, manifest: dict[str, Any]) -> MultiScaleMaske
     g = manifest["grid"]
 
     def build(mask: Path | np.ndarray) -> MultiScaleMaskedCollate:
-        return WindowCollate(
+        return MultiScaleMaskedCollate(
             seq_len=int(manifest["window"]),
             mask_ratio=cfg.mask_ratio,
             patch_size=g["patch_size"],
@@ -461,7 +518,8 @@ def make_collate(cfg: LoaderConfig, manifest: dict[str, Any]) -> MultiScaleMaske
             mode=cfg.mode,
             seed=cfg.seed,
             patch_indices=manifest["valid_patch_indices"],
-            cache_entries=len(IMAGE_VARS) * (cfg.shuffle_windows + cfg.batch_size),
+            # a window's K samples are spread over the shuffle buffer's batches
+            reuse_images=True,
         )
 
     if not is_url(cfg.source):
@@ -501,6 +559,8 @@ class HydroLoader(DataLoader):
         )
         self.config = cfg
         self.collate = dataset.collate
+        self._ledger = dataset.ledger_array()
+        self._mapped: dict[tuple[int, int], tuple[int, torch.UntypedStorage]] = {}
         self.stats = LoaderStats()
         self.epoch = 0
         self._consumed = 0
@@ -539,6 +599,12 @@ class HydroLoader(DataLoader):
         self._resume = (epoch, batches)
         self._consumed = batches
 
+    def _open(self, item: PackedBatch | dict[str, Any]) -> dict[str, Any]:
+        """A worker's batch as a dict of tensors (see ``pipeline.stages.PackedBatch``)."""
+        if isinstance(item, PackedBatch):
+            return item.open(self._ledger, self._mapped)
+        return item
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skip = 0
         if self._resume is not None:
@@ -547,13 +613,36 @@ class HydroLoader(DataLoader):
             skip = skip if epoch == self.epoch else 0
         self.dataset.shared[0], self.dataset.shared[1] = self.epoch, skip
         self._consumed = skip
-        for batch in super().__iter__():
+        for item in super().__iter__():
+            batch = self._open(item)
+            del item
             for event in batch.pop(EVENTS_KEY, ()):
                 self.stats.record(event)
                 logger.warning("%s", event.message())
             self.stats.padded_samples += int((batch["weight"] == 0).sum())
             self._consumed += 1
             yield batch
+            del batch  # the trainer's reference alone decides when its buffer is recycled
+
+
+def pool_buffers(cfg: LoaderConfig) -> int:
+    """Recycled batch buffers per worker (at most); 0 with ``pin_memory``.
+
+    With ``pin_memory`` the DataLoader copies every batch into pinned memory as it
+    arrives, so each batch gets a one-off buffer (still one per batch, one descriptor).
+    """
+    return 0 if cfg.pin_memory else cfg.prefetch_factor + SPARE_BUFFERS
+
+
+def _ledger(cfg: LoaderConfig, context: Any) -> Any:
+    """The buffer ledger, ``[max(1, workers) x buffers x LEDGER_COLUMNS]`` int64 zeros, flat.
+
+    Shared with the workers when there are some (``context``).
+    """
+    size = max(1, cfg.num_workers) * pool_buffers(cfg) * LEDGER_COLUMNS
+    if context is None:
+        return np.zeros(size, dtype=np.int64)
+    return context.Array("q", max(size, 1), lock=False)
 
 
 def build_loader(
@@ -585,7 +674,7 @@ def build_loader(
         shared = context.Array("q", [0, 0], lock=False)
     else:
         shared = [0, 0]
-    dataset = WindowDataset(cfg, manifest, collate, rank, world, shared)
+    dataset = WindowDataset(cfg, manifest, collate, rank, world, shared, _ledger(cfg, context))
     return HydroLoader(dataset, cfg, context)
 
 

@@ -2,7 +2,9 @@
 
 A window (one shard sample, or 90 days cut from the Zarr store) is read once and expanded
 to one sample per catchment as views: the images are shared, the vectors are the
-catchment's column. Each sample follows DESIGN.md's schema, in physical units, NaN kept:
+catchment's column. Windows are read by ``read_shard`` (re-exported from
+``pipeline.sources``: the loader's strict reader, so that faults are reported by shard and
+member). Each sample follows DESIGN.md's schema, in physical units, NaN kept:
 
     precip, soil, temp   [T, N_valid, p, p] float32 (views of the window's arrays)
     evap, riverflow      [T] float32
@@ -13,16 +15,14 @@ catchment's column. Each sample follows DESIGN.md's schema, in physical units, N
 from __future__ import annotations
 
 import datetime as dt
-import json
-import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.dataset import IMAGE_VARS, VECTOR_VARS, decode_npy, sample_key
+from pipeline.dataset import IMAGE_VARS, VECTOR_VARS, sample_key
+from pipeline.sources import read_shard
 
 
 @dataclass(frozen=True)
@@ -48,23 +48,6 @@ class CatchmentTable:
         return cls(list(c["ids"]), static, weight)
 
 
-def read_shard(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The windows of one shard, each ``{name: array, 'meta': dict, '__key__': str}``."""
-    window: dict[str, Any] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            key, _, field = member.name.partition(".")
-            if window and window["__key__"] != key:
-                yield window
-                window = {}
-            window["__key__"] = key
-            data = tar.extractfile(member).read()
-            name = field.rsplit(".", 1)[0]
-            window[name] = json.loads(data) if field.endswith(".json") else decode_npy(data)
-    if window:
-        yield window
-
-
 def expand(
     window: dict[str, Any], table: CatchmentTable, catchments: Sequence[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -88,3 +71,6 @@ def expand(
         )
         samples.append(sample)
     return samples
+
+
+__all__ = ["CatchmentTable", "expand", "read_shard"]

@@ -49,6 +49,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     config.add_arguments(parser, VizMaskConfig)
 
 
+def draw_coastline(ax, land: np.ndarray, width: float = 0.5) -> None:
+    """The coastline of ``land`` ``[H, W]`` (bool, row 0 south) on a map drawn with
+    ``origin="lower"`` and ``extent=(0, W, 0, H)``."""
+    h, w = land.shape
+    ax.contour(
+        np.arange(w) + 0.5,
+        np.arange(h) + 0.5,
+        land.astype(float),
+        levels=[0.5],
+        colors="k",
+        linewidths=width,
+    )
+
+
 def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> Path:
     """Draw one sample's masks from ``collate.generate_masks`` into ``out`` (PNG)."""
     import matplotlib
@@ -102,14 +116,7 @@ def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> 
             vmax=2,
             interpolation="nearest",
         )
-        ax.contour(
-            np.arange(grid.width) + 0.5,
-            np.arange(grid.height) + 0.5,
-            collate.land_mask.astype(float),
-            levels=[0.5],
-            colors="k",
-            linewidths=0.5,
-        )
+        draw_coastline(ax, collate.land_mask)
         ax.set_title(f"day {day}: {int(masks['precip_mask'][day - 1].sum())} masked")
         ax.set_xticks([])
         ax.set_yticks([])

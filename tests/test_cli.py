@@ -99,14 +99,19 @@ def test_console_script_help_lists_commands():
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--batch-size", "2", "--days", "200", "--catchments", "3"]
-    args += ["--workers", "0"]
+    args += ["--workers", "0", "--window", "30", "--steps", "4"]
     assert main(["demo", *args]) == 0
     out = capsys.readouterr().out
-    assert "70..70 of 94 valid" in out and "67..67 of 90" in out
+    assert "70..70 of 94 valid" in out and "22..22 of 30" in out
     assert "no NaN in the batch tensors: True" in out
-    assert "all 1 shards and the store check out" in out
-    assert (tmp_path / "mask_visualization_with_legend.png").exists()
+    assert "shards and the store check out" in out
+    assert "masked RMSE in physical units, test split" in out
+    assert "(missing!)" not in out
     assert (tmp_path / "dataset" / "manifest.json").exists()
+    for picture in ("mask_visualization_with_legend.png", "synthetic_quicklook.png",
+                    "run/training_curves.png", "evaluation/masked_day_maps.png",
+                    "evaluation/hydrograph.png"):  # fmt: skip
+        assert (tmp_path / picture).stat().st_size > 10_000, picture
 
 
 @dataclass

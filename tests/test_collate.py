@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import pickle
 
@@ -375,3 +376,54 @@ def test_bad_samples_name_the_sample_and_the_field(small_mask_path):
     s["temp"] = s["temp"][:, :20]
     with pytest.raises(ValueError, match=r"'shape'.*'temp'"):
         c([s])
+
+
+# ----------------------------------------------------------------- reuse and allocation
+def window_samples(c, rng, windows=2, k=3) -> list[dict]:
+    """``k`` samples per window sharing its image arrays (as the loader's expansion does)."""
+    out = []
+    for w in range(windows):
+        base = patch_sample(c, grid_sample(c, rng, nan_frac=0.1), SMALL_VALID)
+        for j in range(k):
+            own = grid_sample(c, rng, f"w{w}-{j}", nan_frac=0.1)
+            out.append({**own, **{n: base[n] for n in IMAGE_MODALITIES}})
+    return out
+
+
+def assert_same_batch(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == b[key].dtype and torch.equal(value, b[key]), key
+            assert torch.equal(value.view(torch.uint8), b[key].view(torch.uint8)), key  # bits
+        else:
+            assert value == b[key], key
+
+
+def test_reused_images_and_given_memory_give_the_same_batch(small_mask_path):
+    """Shared windows are prepared once (and kept while they live); output is unchanged."""
+    rng = np.random.default_rng(14)
+    plain = small_collate(small_mask_path, seed=5)
+    reuse = small_collate(small_mask_path, seed=5, reuse_images=True)
+    samples = window_samples(plain, rng)
+    copies = [{**s, **{n: s[n].copy() for n in IMAGE_MODALITIES}} for s in samples]
+    expected = plain(copies)  # no array shared
+    for order in (range(6), range(5, -1, -1), range(1, 4)):
+        batch = [samples[i] for i in order]
+        assert_same_batch(reuse(batch), plain([copies[i] for i in order]))
+    assert len(reuse._reuse) == 2 * len(IMAGE_MODALITIES)  # one per window and modality
+    given: dict[str, torch.Tensor] = {}
+
+    def allocate(spec):
+        for name, (shape, dtype) in spec.items():
+            given[name] = torch.full(shape, 7, dtype=dtype)  # not zeros: every byte written
+        return dict(given)
+
+    into = reuse(samples, allocate=allocate)
+    assert_same_batch(into, expected)
+    tensors = [k for k, v in expected.items() if isinstance(v, torch.Tensor)]
+    assert sorted(given) == sorted(tensors)
+    assert all(into[k] is given[k] for k in tensors)
+    del samples, batch, into
+    gc.collect()
+    assert not reuse._reuse  # forgotten with their windows

@@ -14,6 +14,7 @@ import io
 import logging
 import shutil
 import socket
+import sys
 import tarfile
 import threading
 from collections import Counter
@@ -279,6 +280,29 @@ def test_real_workers_match_the_simulation_resume_and_reshuffle(dataset):
     again.set_epoch(0)  # non-persistent workers shuffle each epoch too
     assert keys(list(again)) == keys(sim[0])
 
+    # batches dropped as they come: their buffers are recycled, each sent once
+    ld.set_epoch(0)
+    for x, y in zip(ld, sim[0], strict=True):
+        assert x["sample_key"] == y["sample_key"]
+        for name in (*TENSORS, *MASKS):
+            assert torch.equal(x[name], y[name])
+    assert 0 < len(ld._mapped) <= 2 * (opts["prefetch_factor"] + 4)
+
+
+def test_batch_buffers_are_recycled_but_never_while_held(dataset):
+    ld = loader(dataset, batch_size=2)
+    expected = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in ld]
+    held = []
+    for i, batch in enumerate(ld):  # keep batches 0 and 3, drop the others at once
+        if i in (0, 3):
+            held.append(batch)
+    del batch
+    for got, want in zip(held, [expected[0], expected[3]], strict=True):
+        for name in (*TENSORS, *MASKS, "precip_valid"):
+            assert torch.equal(got[name], want[name]), name
+    pool = ld.dataset._pool
+    assert sum(s is not None for s in pool.storages) <= 4  # 7 batches, few buffers
+
 
 # ----------------------------------------------------------------- faults
 @pytest.fixture
@@ -413,6 +437,30 @@ def test_config_from_toml_and_rank_from_torchrun_env(tmp_path, monkeypatch):
     assert shard_label("pipe:curl -s http://h/a/train-000001.tar") == "train-000001.tar"
 
 
+def test_s3_without_s3fs_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r'pip install "hydromae\[s3\]"'):
+        build_loader(source="s3://bucket/dataset", num_workers=0, rank=0, world_size=1)
+
+
+def test_read_shard_is_the_strict_reader(broken):
+    from pipeline.sources import ShardError
+
+    path = broken / SHARDS / "train-000001.tar"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
+    with pytest.raises(ShardError, match=r"train-000001\.tar.*truncated"):
+        list(read_shard(path))
+    path = broken / SHARDS / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            if member.name != "20000111.soil.npy":
+                tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(ShardError, match=r"train-000000\.tar.*20000111.*soil\.npy"):
+        list(read_shard(path))
+
+
 def test_shards_not_in_the_manifest_are_refused(dataset):
     with pytest.raises(ValueError, match="window count"):
         loader(dataset, shards=["/elsewhere/other-000000.tar"])
@@ -420,9 +468,12 @@ def test_shards_not_in_the_manifest_are_refused(dataset):
         loader(dataset, shards=[str(dataset / SHARDS / "val-000000.tar")])
 
 
-def test_window_collate_equals_the_plain_collate(dataset):
-    """The per-window memo gives the parent's output, bit for bit."""
+def test_the_loaders_collate_equals_the_plain_collate(dataset):
+    """Reused window images and packed batch buffers give the plain collate's output."""
+    import numpy as np
+
     from pipeline.collate import MultiScaleMaskedCollate
+    from pipeline.stages import LEDGER_COLUMNS, BatchPool
 
     ld = loader(dataset, mode="eval", batch_size=4)
     ds = ld.dataset
@@ -435,14 +486,17 @@ def test_window_collate_equals_the_plain_collate(dataset):
     table = CatchmentTable.from_manifest(read_manifest(dataset))
     windows = list(read_shard(dataset / SHARDS / "train-000000.tar"))
     samples = [s | {"weight": 1.0} for w in windows for s in expand(w, table)]
+    ledger = np.zeros((1, 4, LEDGER_COLUMNS), dtype=np.int64)
+    pool = BatchPool(ledger[0], 0, shared=False)
     for batch in (samples[:4], samples[2:6], samples[::-1]):
-        a, b = ds.collate(batch), plain(batch)
-        assert a.keys() == b.keys()
-        for name, value in a.items():
-            if isinstance(value, torch.Tensor):
-                assert torch.equal(value, b[name]), name
-            else:
-                assert value == b[name]
+        b = plain(batch)
+        for a in (ds.collate(batch), pool.pack(ds.collate, batch).open(ledger)):
+            assert list(a) == list(b)
+            for name, value in a.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, b[name]), name
+                else:
+                    assert value == b[name]
 
 
 @pytest.mark.parametrize("reader", ["shards", "zarr"])

@@ -162,3 +162,24 @@ def test_crossmae_reconstructs_a_random_share_in_training(small_mask_path):
     assert g["predicted"].sum(1).tolist() == [round(5 * T * 0.5)] * 4
     out = model.eval()(batch)
     assert torch.equal(out["image"]["predicted"], out["image"]["mask"])
+
+
+def test_all_token_encoder_ablation_keeps_every_position(small_mask_path):
+    """The benchmark's reference (encoder_tokens="all"): every token encoded, a learned mask
+    token in place of the masked ones, so masked values still cannot leak."""
+    batch, geometry = make_batch(small_mask_path)
+    for decoder in ("mae", "cross"):
+        torch.manual_seed(0)
+        cfg = ModelConfig.preset("tiny")
+        cfg.decoder, cfg.encoder_tokens = decoder, "all"
+        model = HydroMAE(cfg, geometry, normalizer())
+        h, _, _ = model.encode(batch)
+        assert h.shape == (4, 1 + 7 * T + T, 32)  # static, 7 valid patches x T days, T days
+        changed = dict(batch)
+        changed["temp"] = torch.where(
+            batch["temp_mask"][..., batch["valid_patch_indices"]][..., None], 1e3, batch["temp"]
+        )
+        assert torch.equal(model.encode(changed)[0], h)
+        loss = loss_of(model, batch)
+        loss.backward()
+        assert torch.isfinite(loss) and model.encoder_mask_token.grad is not None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +98,36 @@ def test_two_process_ddp_trains_and_ranks_agree(data, tmp_path):
     assert lines[-1] == {"ranks_agree": True, "world_size": 2}
 
 
+def test_training_streams_its_shards_over_http(data, tmp_path):
+    """Only the manifest and the land mask are local; the training shards come from a server
+    on 127.0.0.1."""
+    local = tmp_path / "local"
+    local.mkdir()
+    for name in ("manifest.json", "land_mask.pt"):
+        (local / name).write_bytes((data / name).read_bytes())
+    handler = functools.partial(_QuietHandler, directory=str(data))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    names = sorted(p.name for p in (data / "shards").glob("train-*.tar"))
+    url = f"http://127.0.0.1:{server.server_address[1]}/shards"
+    try:
+        run = tmp_path / "run"
+        args = train_args(local, run, "--steps", "2", "--shards", *(f"{url}/{n}" for n in names))
+        assert main(args) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert sorted(losses(run)) == [1, 2]
+    assert all(math.isfinite(v) for v in losses(run).values())
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def test_a_checkpoint_refuses_another_dataset(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main([*train_args(data, run), "--steps", "1"]) == 0
@@ -137,8 +171,10 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     # with riverflow withheld, interpolation has nothing to interpolate: the training mean
     assert flow["interpolation"] != seed["riverflow"]["interpolation"]
     again = tmp_path / "again.json"
-    assert main([*args[:-1], str(again)]) == 0
+    assert main([*args[:-1], str(again), "--no-plots"]) == 0
     assert json.loads(again.read_text()) == result  # eval masks: the same every time
+    for picture in ("masked_day_maps.png", "hydrograph.png"):  # beside --out
+        assert (tmp_path / picture).stat().st_size > 10_000
 
 
 def test_embed_writes_features_per_window_and_catchment(data, tmp_path):
@@ -168,3 +204,12 @@ def test_validation_under_eval_masks_is_logged(data, tmp_path):
     val = [r for r in records if "val_loss" in r]
     assert [r["step"] for r in val] == [1, 2]
     assert all(r["val_loss"] > 0 and r["val_loss_riverflow"] >= 0 for r in val)
+    # the same scalars in TensorBoard, and the curves drawn
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in board.Scalars("loss/val_loss")] == [1, 2]
+    assert [e.value for e in board.Scalars("loss/loss_riverflow")] == pytest.approx(
+        [r["loss_riverflow"] for r in records if "loss" in r]
+    )
+    assert (run / "training_curves.png").stat().st_size > 10_000

@@ -48,9 +48,11 @@ def load_encoder(checkpoint_path: str | Path, data: str | Path | None = None) ->
 
 @dataclass
 class EmbedConfig:
-    run: Path = field(metadata={"metavar": "RUN_DIR"})
-    data: Path = field(metadata={"metavar": "DIR"})
-    out: Path = field(metadata={"metavar": "FILE", "help": ".nc for NetCDF, else Zarr"})
+    run: Path = field(metadata={"path": True, "metavar": "RUN_DIR"})
+    data: Path = field(metadata={"path": True, "metavar": "DIR"})
+    out: Path = field(
+        metadata={"path": True, "metavar": "FILE", "help": ".nc for NetCDF, else Zarr"}
+    )
     split: str = field(default="val", metadata={"choices": ("train", "val", "test")})
     batch_size: int = 8
     workers: int = 0

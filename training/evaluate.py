@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pipeline import config
 from pipeline.collate import IMAGE_MODALITIES, MODALITIES
-from pipeline.dataset import open_store, read_manifest
+from pipeline.dataset import LAND_MASK_NPY, open_store, read_manifest
+from pipeline.grid import PatchGrid
 from pipeline.loader import build_loader
 from pipeline.masking import new_generator
 from pipeline.normalize import Normalizer
@@ -37,6 +39,7 @@ from training.baselines import (
 from training.loss import modality_slices
 from training.metrics import CatchmentSeries, ErrorSums
 from training.model import Geometry, HydroMAE, ModelConfig, normalised
+from training.plots import DayMaps, Hydrograph, plot_day_maps, plot_hydrograph
 from training.train import CHECKPOINT
 
 METHODS = ("model", "climatology", "interpolation", "neighbours")
@@ -45,13 +48,17 @@ STRATEGIES = ("seed", "block", "riverflow")
 
 @dataclass
 class EvaluateConfig:
-    run: Path = field(metadata={"metavar": "RUN_DIR"})
-    data: Path = field(metadata={"metavar": "DIR"})
+    run: Path = field(metadata={"path": True, "metavar": "RUN_DIR"})
+    data: Path = field(metadata={"path": True, "metavar": "DIR"})
     split: str = field(default="val", metadata={"choices": ("train", "val", "test")})
-    out: Path = field(default=Path("metrics.json"), metadata={"metavar": "JSON"})
+    out: Path = field(default=Path("metrics.json"), metadata={"path": True, "metavar": "JSON"})
     batch_size: int = 8
     workers: int = 0
     max_batches: int = field(default=0, metadata={"help": "stop after this many (0: all)"})
+    progress: bool = True
+    plots: bool = field(
+        default=True, metadata={"help": "draw a masked day's maps and a hydrograph beside --out"}
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -147,10 +154,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     }
     flows = {(s, method): CatchmentSeries() for s in STRATEGIES for method in METHODS}
     p = model.geometry.patch_pixels
+    shown: dict[tuple[str, str, str], torch.Tensor] = {}  # first batch, for the pictures
+    total = min(len(loader), cfg.max_batches or len(loader))
+    bar = tqdm(total=total, desc=f"evaluate {cfg.split}", unit="batch", disable=not cfg.progress)
     with torch.no_grad():
         for i, batch in enumerate(loader):
             if cfg.max_batches and i >= cfg.max_batches:
                 break
+            bar.update()
             real = batch["weight"] > 0  # [B]
             doy = batch["doy"].long().numpy()
             # what does not depend on the masks: once per batch
@@ -179,12 +190,17 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                     scored = valid & hidden & real.view(-1, *([1] * (valid.dim() - 1)))
                     for method, pred in preds.items():
                         phys = norm.denormalize(m, pred.double())
+                        if i == 0:
+                            shown[(strategy, m, method)] = phys
                         sums[(strategy, m, method, "normalised")].add(pred, truth, scored)
                         sums[(strategy, m, method, "physical")].add(phys, physical.double(), scored)
                         if m == "riverflow":
                             flows[(strategy, method)].add(
                                 batch["catchment_index"], phys, physical.double(), scored
                             )
+            if i == 0 and cfg.plots:
+                draw_examples(batch, harder(batch, "seed", 0), shown, manifest, cfg)
+    bar.close()
     result: dict[str, Any] = {"split": cfg.split, "run": str(cfg.run), "strategies": {}}
     for strategy in STRATEGIES:
         entry: dict[str, Any] = {}
@@ -205,6 +221,66 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     Path(cfg.out).write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
     return result
+
+
+def draw_examples(
+    batch: dict[str, Any],
+    seen: dict[str, Any],
+    shown: dict[tuple[str, str, str], torch.Tensor],
+    manifest: dict[str, Any],
+    cfg: EvaluateConfig,
+) -> list[Path]:
+    """The first batch's pictures, beside ``cfg.out``: the middle day's maps of the real
+    sample with the most varied riverflow, and that sample's hydrograph (seed masks)."""
+    real = np.flatnonzero(batch["weight"].numpy() > 0)
+    flow = np.where(batch["riverflow_valid"].numpy(), batch["riverflow"].numpy(), np.nan)
+    spread = np.nan_to_num(np.nanstd(flow[real], axis=1), nan=-1.0) if real.size else [0]
+    b = int(real[int(np.argmax(spread))]) if real.size else 0
+    t = batch["evap"].shape[1]
+    day = t // 2
+    g = manifest["grid"]
+    grid = PatchGrid(g["height"], g["width"], g["patch_size"])
+    valid_idx = np.asarray(manifest["valid_patch_indices"])
+    units = {m: manifest["variables"][m]["units"] for m in MODALITIES}
+    start = np.datetime64(batch["start"][b], "D")
+    dates = start + np.arange(t)
+    key = batch["sample_key"][b]
+
+    def physical(m: str, values: torch.Tensor) -> np.ndarray:
+        return np.where(batch[f"{m}_valid"][b].numpy(), values[b].numpy(), np.nan)
+
+    maps = DayMaps(
+        grid=grid,
+        land=np.load(Path(cfg.data) / LAND_MASK_NPY).astype(bool),
+        valid_patch_indices=valid_idx,
+        truth={m: physical(m, batch[m])[day] for m in IMAGE_MODALITIES},
+        pred={m: shown[("seed", m, "model")][b, day].numpy() for m in IMAGE_MODALITIES},
+        masked={m: seen[f"{m}_mask"][b, day, valid_idx].numpy() for m in IMAGE_MODALITIES},
+        units=units,
+        title=f"{cfg.split} sample {key}, {dates[day]}: the seed's masks",
+    )
+    methods = {
+        "model": ("seed", "model"),
+        "model, all flow hidden": ("riverflow", "model"),
+        "interpolation": ("seed", "interpolation"),
+        "climatology": ("seed", "climatology"),
+    }
+    hydro = Hydrograph(
+        dates=dates,
+        observed=physical("riverflow", batch["riverflow"]),
+        masked=seen["riverflow_mask"][b].numpy(),
+        predictions={
+            name: shown[(s, "riverflow", method)][b].numpy()
+            for name, (s, method) in methods.items()
+        },
+        units=units["riverflow"],
+        title=f"Riverflow, {cfg.split} sample {key}: masked days shaded",
+    )
+    folder = Path(cfg.out).parent
+    return [
+        plot_day_maps(maps, folder / "masked_day_maps.png"),
+        plot_hydrograph(hydro, folder / "hydrograph.png"),
+    ]
 
 
 def _season(clim: Climatology, doy: np.ndarray, batch: dict, shape, image: bool) -> torch.Tensor:

@@ -36,6 +36,7 @@ from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
 from pipeline.normalize import Normalizer
 
 DECODERS = ("mae", "cross")
+PRESETS = ("tiny", "small", "full")
 
 
 @dataclass
@@ -49,11 +50,20 @@ class ModelConfig:
     decoder_heads: int = 4
     mlp_ratio: float = 4.0
     cross_fraction: float = 1.0  # CrossMAE: share of masked tokens reconstructed per step
+    # "visible": MAE, masked tokens removed from the encoder; "all": the ablation MAE is
+    # measured against (SimMIM-style), every token encoded with a learned mask token in place
+    encoder_tokens: str = field(default="visible", metadata={"choices": ("visible", "all")})
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
         presets = {
+            # CPU tests
             "tiny": cls(dim=32, depth=2, heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2),
+            # a CPU run of half an hour: the learning run of record
+            "small": cls(
+                dim=64, depth=3, heads=4, decoder_dim=64, decoder_depth=1, decoder_heads=4
+            ),
+            # a GPU
             "full": cls(),
         }
         if name not in presets:
@@ -129,6 +139,8 @@ class HydroMAE(nn.Module):
         super().__init__()
         if cfg.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+        if cfg.encoder_tokens not in ("visible", "all"):
+            raise ValueError(f"encoder_tokens must be visible or all, got {cfg.encoder_tokens!r}")
         if cfg.dim % 4 or cfg.decoder_dim % 4:
             raise ValueError("model widths must be multiples of 4 (2-D sin-cos embeddings)")
         self.cfg, self.geometry, self.normalizer = cfg, geometry, normalizer
@@ -161,6 +173,9 @@ class HydroMAE(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.to_decoder = nn.Linear(d, dd)
         self.mask_token = nn.Parameter(torch.zeros(dd))
+        if cfg.encoder_tokens == "all":
+            self.encoder_mask_token = nn.Parameter(torch.zeros(d))
+            nn.init.normal_(self.encoder_mask_token, std=0.02)
         cross = cfg.decoder == "cross"
         self.decoder_blocks = nn.ModuleList(
             Block(dd, cfg.decoder_heads, cfg.mlp_ratio, cross) for _ in range(cfg.decoder_depth)
@@ -192,47 +207,67 @@ class HydroMAE(nn.Module):
             mask = batch[f"{mods[0]}_mask"]
         return x, v, mask.to(x.device)
 
-    def _position(self, batch: dict, name: str, where: Tensor, doy_layer: nn.Linear) -> Tensor:
-        """Where and when each token of a group is: ``[B, L, dim]`` (``where``: ``[N, dim]``)."""
+    def _position(
+        self, batch: dict, name: str, where: Tensor, doy_layer: nn.Linear, idx: Tensor
+    ) -> Tensor:
+        """Where and when the tokens ``idx`` ``[B, S]`` of a group are: ``[B, S, dim]``.
+
+        ``idx`` numbers a group's tokens day-major (``t * N + n`` for images, ``t`` for
+        vectors); ``where`` ``[N, dim]`` is the patch embedding."""
         dim = where.shape[-1]
         doy = batch["doy"].float() if "doy" in batch else torch.zeros(batch["evap"].shape)
-        doy = doy.to(self.patch_row.device)  # [B, T]
-        b, t = doy.shape
+        doy = doy.to(idx.device)  # [B, T]
+        t = doy.shape[1]
         day = sincos(torch.arange(t, device=doy.device), dim)  # [T, dim]
         angle = 2 * math.pi * doy / 365.25
-        season = doy_layer(torch.stack([angle.sin(), angle.cos()], dim=-1))  # [B, T, dim]
-        when = day + season  # [B, T, dim]
+        when = day + doy_layer(torch.stack([angle.sin(), angle.cos()], dim=-1))  # [B, T, dim]
         if name in ("image", *IMAGE_MODALITIES):
             n = where.shape[0]
-            return (when[:, :, None, :] + where[None, None]).reshape(b, t * n, dim)
-        return when
+            day_of, patch_of = idx // n, idx % n  # [B, S] each
+            return when.gather(1, day_of[..., None].expand(-1, -1, dim)) + where[patch_of]
+        return when.gather(1, idx[..., None].expand(-1, -1, dim))
 
     # ------------------------------------------------------------ forward
     def encode(self, batch: dict) -> tuple[Tensor, dict, dict]:
-        """Encode the visible tokens: features ``[B, 1 + S_visible, D]`` (static token first),
-        how to restore each group's order, and each group's (values, validity, mask)."""
+        """Encode the visible tokens: features ``[B, 1 + S_visible, D]`` (static token first;
+        ``[B, 1 + S_all, D]`` under ``encoder_tokens = "all"``), how to restore each group's
+        order, and each group's (values, validity, mask). Only the tokens the encoder sees
+        are embedded: masked values are gathered away before anything touches them."""
         dev = self.mask_token.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        visible, restore, parts = [], {}, {}
+        encoded, restore, parts = [], {}, {}
         image: tuple[Tensor, Tensor] | None = None
+        everything = self.cfg.encoder_tokens == "all"
         for name, mods in self.groups:
             x, v, mask = self._group_tokens(batch, name, mods)  # [B, L, w] x2, [B, L]
-            tokens = self.embed[name](torch.cat([x, v], dim=-1))  # [B, L, D]
-            tokens = tokens + self._position(batch, name, self.where, self.doy)
-            tokens = tokens + self.group_embed[name]
-            if mods[0] == IMAGE_MODALITIES[0]:
-                image = (tokens, mask)  # precipitation's tokens carry the catchment's rain
-            elif mods[0] in VECTOR_MODALITIES and image is not None and "catchment_weight" in batch:
-                tokens = tokens + self.rain(self._catchment_rain(batch, *image))
+            b, length = mask.shape
             n_keep = int((~mask[0]).sum())
             if not bool(((~mask).sum(dim=1) == n_keep).all()):
                 raise ValueError(f"{name}: samples of a batch must keep the same number of tokens")
             order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first
-            keep = order[:, :n_keep, None].expand(-1, -1, tokens.shape[-1])  # [B, n_keep, D]
-            visible.append(torch.gather(tokens, 1, keep))  # masked tokens are removed
-            restore[name] = (order, n_keep, mask)
+            seen = order[:, :n_keep]  # [B, n_keep], day-major
+            idx = torch.arange(length, device=dev).expand(b, -1) if everything else seen
+            values = torch.cat([x, v], dim=-1)  # [B, L, 2w]
+            values = torch.gather(values, 1, idx[..., None].expand(-1, -1, values.shape[-1]))
+            tokens = self.embed[name](values)  # [B, S, D]
+            tokens = tokens + self._position(batch, name, self.where, self.doy, idx)
+            tokens = tokens + self.group_embed[name]
+            if everything:  # the ablation: masked tokens replaced in place, [B, L, D]
+                tokens = torch.where(mask[..., None], self.encoder_mask_token, tokens)
+            visible = (
+                tokens
+                if not everything
+                else torch.gather(tokens, 1, seen[..., None].expand(-1, -1, tokens.shape[-1]))
+            )  # [B, n_keep, D]
+            if mods[0] == IMAGE_MODALITIES[0]:
+                image = (visible, seen)  # precipitation's tokens carry the catchment's rain
+            elif mods[0] in VECTOR_MODALITIES and image is not None and "catchment_weight" in batch:
+                rain = self._catchment_rain(batch, *image, days=mask.shape[1])  # [B, T, D]
+                tokens = tokens + self.rain(rain.gather(1, idx[..., None].expand_as(tokens)))
+            encoded.append(tokens)
+            restore[name] = (order, n_keep, mask, tokens.shape[1])
             parts[name] = (x, v, mask)
-        h = torch.cat([self._static(batch), *visible], dim=1)  # [B, 1 + S_visible, D]
+        h = torch.cat([self._static(batch), *encoded], dim=1)  # [B, 1 + S, D]
         for block in self.blocks:
             h = block(h)
         return self.norm(h), restore, parts
@@ -253,17 +288,18 @@ class HydroMAE(nn.Module):
             for name, _ in self.groups
         }
 
-    def _catchment_rain(self, batch: dict, tokens: Tensor, mask: Tensor) -> Tensor:
-        """Per day, the catchment-weighted mean of the visible image tokens: ``[B, T, D]``."""
-        b = tokens.shape[0]
+    def _catchment_rain(self, batch: dict, tokens: Tensor, seen: Tensor, days: int) -> Tensor:
+        """Per day, the ``catchment_weight``-weighted mean of the visible image tokens
+        ``tokens`` ``[B, S, D]`` at positions ``seen`` ``[B, S]`` (``t * N + n``): ``[B, T, D]``."""
         w = batch["catchment_weight"].float()  # [B, N]
         n = w.shape[1]
-        t = tokens.shape[1] // n
-        seen = ~mask.reshape(b, t, n)  # [B, T, N]
-        share = seen.float() * w[:, None, :]
-        share = share / share.sum(-1, keepdim=True).clamp_min(1e-6)
-        visible = torch.where(seen[..., None], tokens.reshape(b, t, n, -1), 0.0)  # masked out
-        return torch.einsum("btn,btnd->btd", share, visible)
+        day_of = seen // n  # [B, S]
+        weight = w.gather(1, seen % n)  # [B, S]
+        share = weight.new_zeros(w.shape[0], days).scatter_add(1, day_of, weight)  # [B, T]
+        total = tokens.new_zeros(w.shape[0], days, tokens.shape[-1]).scatter_add(
+            1, day_of[..., None].expand_as(tokens), weight[..., None] * tokens
+        )  # [B, T, D]
+        return total / share.clamp_min(1e-6)[..., None]
 
     def _static(self, batch: dict) -> Tensor:
         if "static" in batch and batch["static"].shape[-1]:
@@ -278,18 +314,21 @@ class HydroMAE(nn.Module):
     def _decode(self, batch: dict, h: Tensor, restore: dict) -> dict[str, tuple[Tensor, Tensor]]:
         """Per group: predictions ``[B, L, w]`` and where they were made ``[B, L]`` (bool)."""
         dd = self.cfg.decoder_dim
-        queries, offset = [], 1
-        for name, _ in self.groups:
-            order, n_keep, mask = restore[name]
-            b, length = mask.shape
-            seq = self.mask_token.expand(b, length, dd).clone()  # [B, L, Dd]
-            if self.cfg.decoder == "mae":  # visible positions carry their encoder output
-                enc = h[:, offset : offset + n_keep]  # [B, n_keep, Dd]
-                seq.scatter_(1, order[:, :n_keep, None].expand(-1, -1, dd), enc)
-            offset += n_keep
-            seq = seq + self._position(batch, name, self.decoder_where, self.decoder_doy)
-            queries.append(seq + self.decoder_group_embed[name])
         if self.cfg.decoder == "mae":
+            queries, offset = [], 1
+            for name, _ in self.groups:
+                order, n_keep, mask, encoded = restore[name]
+                b, length = mask.shape
+                seq = self.mask_token.expand(b, length, dd).clone()  # [B, L, Dd]
+                if encoded == length:  # encoder_tokens "all": every position, in order
+                    seq = torch.where(mask[..., None], seq, h[:, offset : offset + length])
+                else:  # visible positions carry their encoder output
+                    enc = h[:, offset : offset + n_keep]  # [B, n_keep, Dd]
+                    seq.scatter_(1, order[:, :n_keep, None].expand(-1, -1, dd), enc)
+                offset += encoded
+                every = torch.arange(length, device=h.device).expand(b, -1)
+                seq = seq + self._position(batch, name, self.decoder_where, self.decoder_doy, every)
+                queries.append(seq + self.decoder_group_embed[name])
             x = torch.cat([h[:, :1], *queries], dim=1)  # [B, 1 + sum L, Dd]
             for block in self.decoder_blocks:
                 x = block(x)
@@ -303,8 +342,8 @@ class HydroMAE(nn.Module):
         # CrossMAE: only masked positions are queried (a random share of them in training),
         # and they attend to the encoder output alone
         picked, gathered = {}, []
-        for (name, _), q in zip(self.groups, queries, strict=True):
-            order, n_keep, mask = restore[name]
+        for name, _ in self.groups:
+            order, n_keep, mask, _ = restore[name]
             masked = order[:, n_keep:]  # [B, n_masked]
             n = masked.shape[1]
             take = max(1, round(n * self.cfg.cross_fraction)) if self.training and n else n
@@ -312,15 +351,16 @@ class HydroMAE(nn.Module):
                 choice = torch.rand(masked.shape, device=masked.device).argsort(dim=1)[:, :take]
                 masked = torch.gather(masked, 1, choice)
             picked[name] = masked
-            gathered.append(torch.gather(q, 1, masked[..., None].expand(-1, -1, dd)))
+            where = self._position(batch, name, self.decoder_where, self.decoder_doy, masked)
+            gathered.append(self.mask_token + where + self.decoder_group_embed[name])
         x = torch.cat(gathered, dim=1)  # [B, sum picked, Dd]
         for block in self.decoder_blocks:
             x = block(x, context=h)
         x = self.decoder_norm(x)
         out, offset = {}, 0
-        for (name, _), q in zip(self.groups, queries, strict=True):
+        for name, _ in self.groups:
             idx = picked[name]
-            b, length = q.shape[:2]
+            b, length = restore[name][2].shape
             pred = self.head[name](x[:, offset : offset + idx.shape[1]])  # [B, picked, w]
             offset += idx.shape[1]
             full = pred.new_zeros(b, length, pred.shape[-1]).scatter(

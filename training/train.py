@@ -8,7 +8,8 @@ and atomic, self-contained checkpoints. ``--resume`` continues exactly: the load
 run resumed gives the same losses, to the last bit on the CPU, as a run never stopped.
 
 Outputs in RUN_DIR: ``checkpoint.pt``, ``metrics.jsonl`` (one JSON line per logged step,
-per modality), ``config.json``.
+per modality), ``tensorboard/`` (the same scalars), ``config.json`` and
+``training_curves.png``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from pipeline.loader import HydroLoader, build_loader
 from pipeline.normalize import Normalizer
 from training import checkpoint
 from training.loss import LossConfig, mae_loss
-from training.model import DECODERS, Geometry, HydroMAE, ModelConfig
+from training.model import DECODERS, PRESETS, Geometry, HydroMAE, ModelConfig
 from training.optim import adamw, warmup_cosine
+from training.plots import plot_curves
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -45,13 +47,29 @@ METRICS = "metrics.jsonl"
 
 @dataclass
 class TrainConfig:
-    data: Path = field(metadata={"metavar": "DIR", "help": "dataset directory"})
-    out: Path = field(metadata={"metavar": "RUN_DIR", "help": "where the run is written"})
-    preset: str = field(default="tiny", metadata={"choices": ("tiny", "full")})
+    data: Path = field(metadata={"path": True, "metavar": "DIR", "help": "dataset directory"})
+    out: Path = field(
+        metadata={"path": True, "metavar": "RUN_DIR", "help": "where the run is written"}
+    )
+    preset: str = field(default="tiny", metadata={"choices": PRESETS})
     decoder: str = field(default="mae", metadata={"choices": DECODERS})
+    cross_fraction: float = field(
+        default=1.0, metadata={"help": "CrossMAE: share of masked tokens reconstructed a step"}
+    )
     mask_mode: str = field(default="unified", metadata={"choices": ("unified", "independent")})
     reader: str = field(default="shards", metadata={"choices": ("shards", "zarr")})
+    shards: list[str] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "URL",
+            "help": "training shards to stream instead of DATA's (paths, http(s)://, s3://, "
+            "pipe:CMD; {a..b} expands); DATA must still hold manifest.json and land_mask.pt",
+        },
+    )
     stride: int = field(default=0, metadata={"help": "zarr reader: days between windows"})
+    catchments_per_window: int = field(
+        default=0, metadata={"help": "K random catchments per training window (0: all)"}
+    )
     batch_size: int = 8
     workers: int = 2
     steps: int = 200
@@ -68,6 +86,9 @@ class TrainConfig:
     seed: int = 0
     resume: bool = field(default=False, metadata={"help": "continue RUN_DIR/checkpoint.pt"})
     progress: bool = True
+    tensorboard: bool = field(
+        default=True, metadata={"help": "also log to TensorBoard in RUN_DIR/tensorboard"}
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +110,7 @@ def geometry_of(manifest: dict[str, Any], mask_mode: str) -> Geometry:
 def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> HydroMAE:
     model_cfg = ModelConfig.preset(cfg.preset)
     model_cfg.decoder = cfg.decoder
+    model_cfg.cross_fraction = cfg.cross_fraction
     return HydroMAE(
         model_cfg, geometry_of(manifest, cfg.mask_mode), Normalizer.from_manifest(manifest)
     )
@@ -130,6 +152,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     )
     loader = build_loader(
         source=str(cfg.data), split="train", mode="train", reader=cfg.reader, stride=cfg.stride,
+        shards=list(cfg.shards), catchments_per_window=cfg.catchments_per_window,
         batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
         mask_mode=cfg.mask_mode, rank=rank, world_size=world,
     )  # fmt: skip
@@ -158,6 +181,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
 
     # ---- the loop
     logged: list[dict[str, Any]] = []
+    board = None
+    if main and cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # on resume, events logged after the checkpoint's step are dropped, as in metrics
+        board = SummaryWriter(out / "tensorboard", purge_step=step + 1 if step else None)
     epoch = loader.state_dict()["epoch"]
     samples, started = 0, time.perf_counter()
     bar = tqdm(
@@ -219,26 +248,38 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                     "samples_per_s": samples / (time.perf_counter() - started),
                     **{f"loss_{k}": v for k, v in per_modality.items()},
                 }
-                logged.append(record)
-                with open(out / METRICS, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                log(record, out, logged, board)
                 bar.set_postfix(loss=f"{total:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
             if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
                 scores = validate(raw_model, val_loader, cfg.val_batches, loss_cfg, ddp)
-                record = {"step": step, **scores}
                 if main:
-                    logged.append(record)
-                    with open(out / METRICS, "a") as fh:
-                        fh.write(json.dumps(record) + "\n")
+                    log({"step": step, **scores}, out, logged, board)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _save(ckpt_path, raw_model, optimizer, scheduler, loader, step, cfg, manifest, ddp)
         if step < cfg.steps:
             epoch += 1
     bar.close()
+    if board is not None:
+        board.close()
+    if main and logged:
+        plot_curves(out / METRICS, out / "training_curves.png")
     if ddp:
         _check_ranks_agree(raw_model, out, main)
         dist.destroy_process_group()
     return logged
+
+
+def log(record: dict[str, Any], out: Path, logged: list, board: Any | None) -> None:
+    """Append a record to ``metrics.jsonl`` (and TensorBoard): losses under ``loss/``."""
+    logged.append(record)
+    with open(out / METRICS, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    if board is not None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                tag = f"loss/{key}" if "loss" in key else f"train/{key}"
+                board.add_scalar(tag, value, record["step"])
+        board.flush()
 
 
 def validate(
