@@ -170,6 +170,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 m: _season(clim[m], doy, batch, batch[m].shape, m in IMAGE_MODALITIES)
                 for m in MODALITIES
             }
+            baselines: dict[tuple, dict[str, torch.Tensor]] = {}  # per (modality, masks)
             for strategy in STRATEGIES:
                 seen = harder(batch, strategy, train_cfg["seed"])
                 out = model(seen)
@@ -180,13 +181,20 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                     masked = seen[f"{m}_mask"][..., valid_idx] if image else seen[f"{m}_mask"]
                     hidden = masked[..., None] if image else masked
                     known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
+                    # the baselines depend on the masks only: once per batch for masks a
+                    # strategy leaves as they were (the images' under every strategy)
+                    key = (m, id(seen[f"{m}_mask"]), id(seen[f"{m}_valid"]))
+                    if key not in baselines:
+                        baselines[key] = {"interpolation": interpolate_time(truth, known)}
+                        if image:
+                            baselines[key]["neighbours"] = neighbour_mean(
+                                truth, known, masked, adjacency
+                            )
                     preds = {
                         "model": out[group]["pred"][..., cols].reshape(physical.shape),
                         "climatology": seasons[m],
-                        "interpolation": interpolate_time(truth, known),
+                        **baselines[key],
                     }
-                    if image:
-                        preds["neighbours"] = neighbour_mean(truth, known, masked, adjacency)
                     scored = valid & hidden & real.view(-1, *([1] * (valid.dim() - 1)))
                     for method, pred in preds.items():
                         phys = norm.denormalize(m, pred.double())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -21,9 +22,10 @@ class ErrorSums:
     absolute: float = 0.0
 
     def add(self, pred: Tensor, truth: Tensor, scored: Tensor) -> None:
-        err = (pred - truth)[scored].double()
-        self.count += int(err.numel())
-        self.squared += float((err**2).sum())
+        """``pred``, ``truth`` and ``scored`` (bool) of one shape; sums in float64."""
+        err = torch.where(scored, pred.double() - truth.double(), 0.0)  # no boolean gather
+        self.count += int(scored.sum())
+        self.squared += float(err.square().sum())
         self.absolute += float(err.abs().sum())
 
     def result(self) -> dict[str, float]:
