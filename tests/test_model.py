@@ -10,6 +10,7 @@ from conftest import SMALL_H, SMALL_P, SMALL_W
 from pipeline import MultiScaleMaskedCollate
 from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
 from pipeline.normalize import Normalizer, VariableStats
+from training.baselines import interpolate_time, neighbour_mean
 from training.loss import LossConfig, mae_loss
 from training.model import Geometry, HydroMAE, ModelConfig
 
@@ -78,10 +79,8 @@ def loss_of(model: HydroMAE, batch: dict) -> torch.Tensor:
     return mae_loss(model(batch), model.groups, model.geometry.patch_pixels, LossConfig())[0]
 
 
-def test_encoder_never_sees_masked_values(small_mask_path):
-    batch, geometry = make_batch(small_mask_path)
-    model = model_for(geometry).eval()
-    h, _, _ = model.encode(batch)
+def with_masked_values_changed(batch: dict) -> dict:
+    """The batch with wild values at every masked position, visible ones untouched."""
     changed = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     idx = batch["valid_patch_indices"]
     for name in IMAGE_MODALITIES:
@@ -89,7 +88,14 @@ def test_encoder_never_sees_masked_values(small_mask_path):
         changed[name] = torch.where(masked, torch.full_like(batch[name], 1e3), batch[name])
     for name in VECTOR_MODALITIES:
         changed[name] = torch.where(batch[f"{name}_mask"], -50.0, batch[name])
-    h2, _, _ = model.encode(changed)
+    return changed
+
+
+def test_encoder_never_sees_masked_values(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry).eval()
+    h, _, _ = model.encode(batch)
+    h2, _, _ = model.encode(with_masked_values_changed(batch))
     # visible tokens: 7 valid patches - 5 masked = 2 a day; 12 - 9 = 3 days; 1 static token
     assert h.shape == (4, 1 + 2 * T + 3, 32)
     assert torch.equal(h, h2)
@@ -183,3 +189,88 @@ def test_all_token_encoder_ablation_keeps_every_position(small_mask_path):
         loss = loss_of(model, batch)
         loss.backward()
         assert torch.isfinite(loss) and model.encoder_mask_token.grad is not None
+
+
+@pytest.mark.parametrize("decoder", ["mae", "cross"])
+def test_predictions_never_depend_on_masked_values(small_mask_path, decoder):
+    """The decoder's hints, like the encoder, read visible values only."""
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry, decoder).eval()
+    assert model.cfg.hints
+    out, out2 = model(batch), model(with_masked_values_changed(batch))
+    for name in out:
+        assert torch.equal(out[name]["pred"], out2[name]["pred"])
+
+
+def test_hints_start_from_the_baselines(small_mask_path):
+    """With the head silenced, the prediction is the hints' mix: all interpolation, or all
+    neighbours, gives exactly the baselines' values at every scored position."""
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry, "cross").eval()
+    with torch.no_grad():
+        for head in model.head.values():
+            head.weight.zero_()
+            head.bias.zero_()
+    idx = batch["valid_patch_indices"]
+    for kind, baseline in ((0, "interpolation"), (1, "neighbours")):
+        with torch.no_grad():
+            model.hint_mix["image"].zero_()[kind] = 1.0
+        out = model(batch)
+        image, vector = out["image"], out["vector"]
+        for j, name in enumerate(IMAGE_MODALITIES):
+            cols = slice(j * geometry.patch_pixels, (j + 1) * geometry.patch_pixels)
+            truth = image["target"][..., cols].reshape(batch[name].shape)  # [B, T, N, P]
+            valid = image["valid"][..., cols].reshape(truth.shape)
+            masked = batch[f"{name}_mask"][..., idx]  # [B, T, N]
+            known = valid & ~masked[..., None]
+            expected = (
+                interpolate_time(truth, known)
+                if baseline == "interpolation"
+                else neighbour_mean(truth, valid, masked, model.adjacency)
+            )
+            pred = image["pred"][..., cols].reshape(truth.shape)
+            scored = valid & masked[..., None]
+            assert scored.any()
+            torch.testing.assert_close(pred[scored], expected[scored])
+        known = vector["valid"] & ~vector["mask"][..., None]  # [B, T, 2]
+        scored = vector["valid"] & vector["mask"][..., None]
+        expected = interpolate_time(vector["target"], known)
+        torch.testing.assert_close(vector["pred"][scored], expected[scored])
+
+
+def test_norm_pix_loss_stays_finite_on_a_dry_patch(small_mask_path):
+    """Per-patch target normalisation: a patch with no variance (no rain) gives targets of
+    0, not a division by zero, thanks to the variance floor."""
+    batch, geometry = make_batch(small_mask_path)
+    batch["precip"] = torch.where(batch["precip_valid"], 0.0, batch["precip"])  # dry
+    cfg = ModelConfig.preset("tiny")
+    cfg.hints = False  # hints are in normalised units, not per-patch standardised ones
+    model = HydroMAE(cfg, geometry, normalizer())
+    out = model(batch)
+    loss, per = mae_loss(out, model.groups, geometry.patch_pixels, LossConfig(norm_pix_loss=True))
+    plain = mae_loss(out, model.groups, geometry.patch_pixels, LossConfig())[1]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert per["precip"] != plain["precip"]  # the targets did change
+    assert per["evap"] == plain["evap"]  # vectors are not patches
+
+
+def test_rain_history_is_the_catchments_rain_lagged(small_mask_path):
+    """The vector queries' rain feature: the catchment_weight-weighted rain of each day and
+    of the days before (0 before the window), from the precipitation hint."""
+    _, geometry = make_batch(small_mask_path)
+    model = model_for(geometry, "cross")
+    b, n, p = 4, len(geometry.valid_patch_indices), geometry.patch_pixels
+    rain = torch.arange(T, dtype=torch.float32)[None, :, None, None].expand(b, T, n, p)
+    rain = rain * (1 + torch.arange(n))[None, None, :, None]  # patch n: (n + 1) x day
+    hint = torch.stack([torch.zeros_like(rain), rain], dim=3).reshape(b, T * n, 2, p)
+    v = torch.ones(b, T * n, 3 * p)
+    mask = torch.rand(b, T * n) < 0.7
+    weight = torch.zeros(b, n)
+    weight[:, 1], weight[:, 2] = 0.25, 0.75  # rain 2 x day and 3 x day: 2.75 x day
+    history = model._rain_history({"catchment_weight": weight}, hint, v, mask, days=T)
+    assert history.shape == (b, T, 4)
+    days = torch.arange(T, dtype=torch.float32)
+    for lag in range(4):
+        expected = torch.where(days >= lag, 2.75 * (days - lag), 0.0)
+        torch.testing.assert_close(history[:, :, lag], expected.expand(b, -1))

@@ -213,3 +213,12 @@ def test_validation_under_eval_masks_is_logged(data, tmp_path):
         [r["loss_riverflow"] for r in records if "loss" in r]
     )
     assert (run / "training_curves.png").stat().st_size > 10_000
+
+
+def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*train_args(data, run), "--steps", "1", "--norm-pix-loss"]) == 2
+    assert "--no-hints" in capsys.readouterr().err
+    assert not (run / "checkpoint.pt").exists()
+    assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
+    assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())

@@ -30,19 +30,23 @@ HARMONICS = 3
 
 
 def interpolate_time(values: Tensor, known: Tensor) -> Tensor:
-    """Fill ``values [B, T, ...]`` where ``known`` is False by linear interpolation in time."""
+    """Fill ``values [B, T, ...]`` where ``known`` is False by linear interpolation in time.
+
+    ``known`` has ``values``' shape, or one broadcastable to it with the same number of
+    dimensions (``[B, T, N, 1]``: one flag per patch and day), in which case the nearest
+    known days are searched once per patch rather than once per pixel."""
     t = values.shape[1]
-    days = torch.arange(t, device=values.device).view(1, t, *([1] * (values.dim() - 2)))
-    days = days.expand_as(values)
+    days = torch.arange(t, device=values.device).view(1, t, *([1] * (known.dim() - 2)))
+    days = days.expand_as(known)
     big = t + 1
     prev_day = torch.where(known, days, torch.full_like(days, -big)).cummax(dim=1).values
     next_day = torch.where(known, days, torch.full_like(days, 2 * big))
-    next_day = next_day.flip(1).cummin(dim=1).values.flip(1)
+    next_day = next_day.flip(1).cummin(dim=1).values.flip(1)  # known's shape, like prev_day
     has_prev, has_next = prev_day >= 0, next_day < t
-    prev_val = values.gather(1, prev_day.clamp(0, t - 1))
-    next_val = values.gather(1, next_day.clamp(0, t - 1))
-    span = (next_day - prev_day).clamp_min(1).float()
-    frac = (days - prev_day).float() / span
+    prev_val = values.gather(1, prev_day.clamp(0, t - 1).expand_as(values))
+    next_val = values.gather(1, next_day.clamp(0, t - 1).expand_as(values))
+    span = (next_day - prev_day).clamp_min(1).to(values.dtype)
+    frac = (days - prev_day).to(values.dtype) / span
     inner = prev_val + frac * (next_val - prev_val)
     filled = torch.where(has_prev & has_next, inner, torch.where(has_prev, prev_val, next_val))
     filled = torch.where(has_prev | has_next, filled, torch.zeros_like(values))
@@ -57,13 +61,23 @@ def patch_neighbours(valid_patch_indices: Tensor, cols: int) -> Tensor:
     return ((dr <= 1) & (dc <= 1) & ~((dr == 0) & (dc == 0))).float()
 
 
-def neighbour_mean(values: Tensor, valid: Tensor, masked: Tensor, adjacency: Tensor) -> Tensor:
-    """Image baseline. ``values``/``valid`` ``[B, T, N, P]``, ``masked`` ``[B, T, N]``."""
+def neighbour_mean(
+    values: Tensor,
+    valid: Tensor,
+    masked: Tensor,
+    adjacency: Tensor,
+    fallback: Tensor | None = None,
+) -> Tensor:
+    """Image baseline. ``values``/``valid`` ``[B, T, N, P]``, ``masked`` ``[B, T, N]``.
+
+    ``fallback`` is ``interpolate_time(values, valid & ~masked)`` when the caller has it."""
     seen = valid & ~masked[..., None]  # [B, T, N, P]
-    sums = torch.einsum("mn,btnp->btm", adjacency, torch.where(seen, values, 0.0))
-    counts = torch.einsum("mn,btnp->btm", adjacency, seen.float())
+    adjacency = adjacency.to(values.dtype)
+    sums = torch.einsum("mn,btn->btm", adjacency, torch.where(seen, values, 0.0).sum(-1))
+    counts = torch.einsum("mn,btn->btm", adjacency, seen.sum(-1).to(values.dtype))
     spatial = (sums / counts.clamp_min(1))[..., None].expand_as(values)  # [B, T, N, P]
-    fallback = interpolate_time(values, seen)
+    if fallback is None:
+        fallback = interpolate_time(values, seen)
     fill = torch.where((counts > 0)[..., None], spatial, fallback)
     return torch.where(masked[..., None], fill, values)
 

@@ -20,6 +20,16 @@ attention over all tokens) or CrossMAE's (mask queries attend to the encoder out
 optionally a random subset of them per step). Attention runs through
 ``torch.nn.functional.scaled_dot_product_attention``.
 
+Hints (``hints = True``): a mask query also carries what the visible values alone say about
+its position, computed by the very functions the baselines are scored with
+(``training.baselines``): linear interpolation in time between the visible days and, for
+images, the mean of the visible neighbouring patches that day. A vector query also
+carries the catchment's rain on its day and the ``RAIN_LAGS`` days before, as the visible
+values estimate it (rain reaches the outlet mostly a day or two later). Hints enter the
+query through a linear embedding and the output through a learned per-modality mix, so
+the decoder learns a correction to classical gap-filling instead of re-deriving a
+window's level from nothing. Hints read visible values only, like the encoder.
+
 Shapes: B batch, T days, N valid patches, P = p*p pixels, D width.
 """
 
@@ -34,8 +44,10 @@ from torch import Tensor, nn
 
 from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
 from pipeline.normalize import Normalizer
+from training.baselines import interpolate_time, neighbour_mean, patch_neighbours
 
 DECODERS = ("mae", "cross")
+RAIN_LAGS = 3  # vector hints: the catchment's rain on the day and the 3 days before
 PRESETS = ("tiny", "small", "full")
 
 
@@ -53,6 +65,8 @@ class ModelConfig:
     # "visible": MAE, masked tokens removed from the encoder; "all": the ablation MAE is
     # measured against (SimMIM-style), every token encoded with a learned mask token in place
     encoder_tokens: str = field(default="visible", metadata={"choices": ("visible", "all")})
+    # mask queries carry the visible values' interpolation in time and neighbours' mean
+    hints: bool = True
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -181,6 +195,22 @@ class HydroMAE(nn.Module):
             Block(dd, cfg.decoder_heads, cfg.mlp_ratio, cross) for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(dd)
+        if cfg.hints:  # kinds of hint: interpolation in time, and for images neighbours
+            kinds = {n: 2 if n in ("image", *IMAGE_MODALITIES) else 1 for n in width}
+            self.register_buffer(
+                "adjacency", patch_neighbours(valid, geometry.patch_cols), persistent=False
+            )
+            rain = {n: 0 if n in ("image", *IMAGE_MODALITIES) else RAIN_LAGS + 1 for n in width}
+            self.hint_embed = nn.ModuleDict(
+                {n: nn.Linear(kinds[n] * w + rain[n], dd) for n, w in width.items()}
+            )
+            # [kinds, modalities]: starts as the kinds' plain average
+            self.hint_mix = nn.ParameterDict(
+                {
+                    n: nn.Parameter(torch.full((kinds[n], len(mods)), 1.0 / kinds[n]))
+                    for n, mods in self.groups
+                }
+            )
         nn.init.normal_(self.mask_token, std=0.02)
         for p in (*self.group_embed.values(), *self.decoder_group_embed.values()):
             nn.init.normal_(p, std=0.02)
@@ -276,7 +306,16 @@ class HydroMAE(nn.Module):
         """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``
         ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked) and ``predicted`` ``[B, L]``."""
         h, restore, parts = self.encode(batch)
-        decoded = self._decode(batch, self.to_decoder(h), restore)
+        days = batch["evap"].shape[1]
+        hints = {}  # per group: (hint [B, L, kinds, w], extra features [B, L, c])
+        if self.cfg.hints:
+            for name, mods in self.groups:
+                hint = self._hints(mods, *parts[name], days=days)
+                if mods[0] == IMAGE_MODALITIES[0]:
+                    rain = self._rain_history(batch, hint, *parts[name][1:], days=days)
+                extra = rain if mods[0] in VECTOR_MODALITIES else hint.new_zeros(*hint.shape[:2], 0)
+                hints[name] = (hint, extra)
+        decoded = self._decode(batch, self.to_decoder(h), restore, hints)
         return {
             name: {
                 "pred": decoded[name][0],
@@ -301,6 +340,59 @@ class HydroMAE(nn.Module):
         )  # [B, T, D]
         return total / share.clamp_min(1e-6)[..., None]
 
+    def _hints(
+        self, mods: tuple[str, ...], x: Tensor, v: Tensor, mask: Tensor, days: int
+    ) -> Tensor:
+        """What the visible values of a group say about each of its positions:
+        ``[B, L, kinds, w]`` in normalised units. Kind 0 is linear interpolation in time
+        between the visible days; for images kind 1 is the visible neighbouring patches'
+        mean that day (interpolation where none is visible)."""
+        b, length, w = x.shape
+        seen = (v > 0) & ~mask[..., None]  # [B, L, w]: what the encoder could see
+        if mods[0] not in IMAGE_MODALITIES:
+            return interpolate_time(x, seen)[:, :, None]  # [B, T, 1, k]
+        n, k = length // days, len(mods)
+        xs = x.view(b, days, n, k, w // k)  # [B, T, N, k, P]
+        ss = seen.view(b, days, n, k, w // k)
+        hidden = mask.view(b, days, n)  # [B, T, N]
+        interp, near = [], []
+        for j in range(k):
+            values, known = xs[..., j, :], ss[..., j, :]  # [B, T, N, P] each
+            # in time, a patch's visible days (searched per patch, not per pixel; a pixel
+            # missing on such a day lends its 0, the training mean)
+            filled = interpolate_time(values, ~hidden[..., None])
+            interp.append(filled)
+            near.append(neighbour_mean(values, known, hidden, self.adjacency, filled))
+        kinds = torch.stack([torch.cat(interp, -1), torch.cat(near, -1)], dim=3)  # [B,T,N,2,w]
+        return kinds.view(b, length, 2, w)
+
+    def _rain_history(
+        self, batch: dict, hint: Tensor, v: Tensor, mask: Tensor, days: int
+    ) -> Tensor:
+        """The catchment's rain, as the visible values estimate it, on each day and the
+        ``RAIN_LAGS`` days before: ``[B, T, RAIN_LAGS + 1]`` (normalised precipitation, 0
+        before the window). ``hint`` ``[B, T*N, kinds, w]`` is the precipitation group's (its
+        first ``P`` columns, kind 1: the visible value where the patch is visible, the
+        neighbours' estimate where it is masked); ``v`` ``[B, T*N, w]``, ``mask`` ``[B, T*N]``."""
+        if "catchment_weight" not in batch:
+            return hint.new_zeros(hint.shape[0], days, RAIN_LAGS + 1)
+        p = self.geometry.patch_pixels
+        seen = (v[..., :p] > 0) | mask[..., None]  # [B, T*N, P]: a masked patch's estimate
+        patch = (hint[:, :, 1, :p] * seen).sum(-1) / seen.sum(-1).clamp_min(1)  # [B, T*N]
+        w = batch["catchment_weight"].float()  # [B, N]
+        daily = (patch.view(w.shape[0], days, -1) * w[:, None]).sum(-1)  # [B, T]
+        daily = daily / w.sum(-1, keepdim=True).clamp_min(1e-6)
+        return torch.stack([F.pad(daily, (k, 0))[:, :days] for k in range(RAIN_LAGS + 1)], -1)
+
+    def _hint_parts(self, name: str, hint: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+        """A hint ``[B, S, kinds, w]`` with its extra features ``[B, S, c]`` as a decoder
+        query term ``[B, S, Dd]``, and the output's starting point ``[B, S, w]`` (the
+        learned mix of the hint's kinds)."""
+        mix = self.hint_mix[name]  # [kinds, modalities]
+        mix = mix.repeat_interleave(hint.shape[-1] // mix.shape[1], dim=1)  # [kinds, w]
+        query = self.hint_embed[name](torch.cat([hint.flatten(2), extra], dim=-1))
+        return query, (hint * mix).sum(2)
+
     def _static(self, batch: dict) -> Tensor:
         if "static" in batch and batch["static"].shape[-1]:
             s = batch["static"].float()
@@ -311,11 +403,16 @@ class HydroMAE(nn.Module):
             )
         return self.static(x)[:, None, :]
 
-    def _decode(self, batch: dict, h: Tensor, restore: dict) -> dict[str, tuple[Tensor, Tensor]]:
-        """Per group: predictions ``[B, L, w]`` and where they were made ``[B, L]`` (bool)."""
+    def _decode(
+        self, batch: dict, h: Tensor, restore: dict, hints: dict[str, Tensor]
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per group: predictions ``[B, L, w]`` and where they were made ``[B, L]`` (bool).
+
+        ``hints`` (empty when off): per group ``[B, L, kinds, w]`` and ``[B, L, c]``, see
+        ``_hints`` and ``_rain_history``."""
         dd = self.cfg.decoder_dim
         if self.cfg.decoder == "mae":
-            queries, offset = [], 1
+            queries, starts, offset = [], {}, 1
             for name, _ in self.groups:
                 order, n_keep, mask, encoded = restore[name]
                 b, length = mask.shape
@@ -328,6 +425,9 @@ class HydroMAE(nn.Module):
                 offset += encoded
                 every = torch.arange(length, device=h.device).expand(b, -1)
                 seq = seq + self._position(batch, name, self.decoder_where, self.decoder_doy, every)
+                if hints:  # on the mask tokens only; visible positions carry the encoder's
+                    query, starts[name] = self._hint_parts(name, *hints[name])
+                    seq = seq + torch.where(mask[..., None], query, 0.0)
                 queries.append(seq + self.decoder_group_embed[name])
             x = torch.cat([h[:, :1], *queries], dim=1)  # [B, 1 + sum L, Dd]
             for block in self.decoder_blocks:
@@ -336,12 +436,13 @@ class HydroMAE(nn.Module):
             out, offset = {}, 0
             for (name, _), q in zip(self.groups, queries, strict=True):
                 length = q.shape[1]
-                out[name] = (self.head[name](x[:, offset : offset + length]), restore[name][2])
+                pred = self.head[name](x[:, offset : offset + length])  # [B, L, w]
+                out[name] = (pred + starts[name] if hints else pred, restore[name][2])
                 offset += length
             return out
         # CrossMAE: only masked positions are queried (a random share of them in training),
         # and they attend to the encoder output alone
-        picked, gathered = {}, []
+        picked, gathered, starts = {}, [], {}
         for name, _ in self.groups:
             order, n_keep, mask, _ = restore[name]
             masked = order[:, n_keep:]  # [B, n_masked]
@@ -352,7 +453,14 @@ class HydroMAE(nn.Module):
                 masked = torch.gather(masked, 1, choice)
             picked[name] = masked
             where = self._position(batch, name, self.decoder_where, self.decoder_doy, masked)
-            gathered.append(self.mask_token + where + self.decoder_group_embed[name])
+            query = self.mask_token + where + self.decoder_group_embed[name]  # [B, picked, Dd]
+            if hints:
+                hint, extra = hints[name]  # [B, L, kinds, w], [B, L, c]
+                at = masked[..., None, None].expand(-1, -1, *hint.shape[2:])
+                near = extra.gather(1, masked[..., None].expand(-1, -1, extra.shape[-1]))
+                term, starts[name] = self._hint_parts(name, hint.gather(1, at), near)
+                query = query + term
+            gathered.append(query)
         x = torch.cat(gathered, dim=1)  # [B, sum picked, Dd]
         for block in self.decoder_blocks:
             x = block(x, context=h)
@@ -362,6 +470,8 @@ class HydroMAE(nn.Module):
             idx = picked[name]
             b, length = restore[name][2].shape
             pred = self.head[name](x[:, offset : offset + idx.shape[1]])  # [B, picked, w]
+            if hints:
+                pred = pred + starts[name]
             offset += idx.shape[1]
             full = pred.new_zeros(b, length, pred.shape[-1]).scatter(
                 1, idx[..., None].expand(-1, -1, pred.shape[-1]), pred

@@ -78,7 +78,22 @@ class TrainConfig:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     accumulate: int = field(default=1, metadata={"help": "batches per optimizer step"})
+    loss_weights: list[float] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "W",
+            "help": "the loss's weight of each modality, in the order precip soil temp evap "
+            "riverflow (none given: 1 each)",
+        },
+    )
     norm_pix_loss: bool = False
+    hints: bool = field(
+        default=True,
+        metadata={
+            "help": "mask queries carry the visible values' interpolation in time and "
+            "neighbours' mean (training.model); --no-hints for a plain MAE decoder"
+        },
+    )
     log_every: int = 10
     val_every: int = field(default=0, metadata={"help": "steps between validations (0: none)"})
     val_batches: int = field(default=8, metadata={"help": "validation batches (0: all)"})
@@ -111,6 +126,12 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> HydroMAE:
     model_cfg = ModelConfig.preset(cfg.preset)
     model_cfg.decoder = cfg.decoder
     model_cfg.cross_fraction = cfg.cross_fraction
+    model_cfg.hints = cfg.hints
+    if cfg.hints and cfg.norm_pix_loss:
+        raise ValueError(
+            "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
+            "are in normalised units: add --no-hints"
+        )
     return HydroMAE(
         model_cfg, geometry_of(manifest, cfg.mask_mode), Normalizer.from_manifest(manifest)
     )
@@ -165,6 +186,13 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
         )  # fmt: skip
     loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
+    if cfg.loss_weights:
+        if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
+            raise ValueError(
+                f"--loss-weights takes {len(MODALITIES)} weights >= 0 ({' '.join(MODALITIES)}), "
+                f"got {cfg.loss_weights}"
+            )
+        loss_cfg.weights = dict(zip(MODALITIES, cfg.loss_weights, strict=True))
     step = 0
     ckpt_path = out / CHECKPOINT
     if cfg.resume and ckpt_path.exists():
