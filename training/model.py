@@ -167,10 +167,9 @@ class HydroMAE(nn.Module):
         for key, width_ in (("where", cfg.dim), ("decoder_where", cfg.decoder_dim)):
             rows, cols = sincos(self.patch_row, width_ // 2), sincos(self.patch_col, width_ // 2)
             self.register_buffer(key, torch.cat([rows, cols], dim=-1), persistent=False)
-        width = {
-            n: len(mods) * (pp if n in ("image", *IMAGE_MODALITIES) else 1)
-            for n, mods in self.groups
-        }
+        # the groups whose tokens are image patches (the rest are daily series)
+        self.image_groups = {n for n, mods in self.groups if mods[0] in IMAGE_MODALITIES}
+        width = {n: len(mods) * (pp if n in self.image_groups else 1) for n, mods in self.groups}
         self.width = width
         # values and validity flags in, one token out; one prediction head out per group
         self.embed = nn.ModuleDict({n: nn.Linear(2 * w, d) for n, w in width.items()})
@@ -196,11 +195,11 @@ class HydroMAE(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(dd)
         if cfg.hints:  # kinds of hint: interpolation in time, and for images neighbours
-            kinds = {n: 2 if n in ("image", *IMAGE_MODALITIES) else 1 for n in width}
+            kinds = {n: 2 if n in self.image_groups else 1 for n in width}
             self.register_buffer(
                 "adjacency", patch_neighbours(valid, geometry.patch_cols), persistent=False
             )
-            rain = {n: 0 if n in ("image", *IMAGE_MODALITIES) else RAIN_LAGS + 1 for n in width}
+            rain = {n: 0 if n in self.image_groups else RAIN_LAGS + 1 for n in width}
             self.hint_embed = nn.ModuleDict(
                 {n: nn.Linear(kinds[n] * w + rain[n], dd) for n, w in width.items()}
             )
@@ -251,7 +250,7 @@ class HydroMAE(nn.Module):
         day = sincos(torch.arange(t, device=doy.device), dim)  # [T, dim]
         angle = 2 * math.pi * doy / 365.25
         when = day + doy_layer(torch.stack([angle.sin(), angle.cos()], dim=-1))  # [B, T, dim]
-        if name in ("image", *IMAGE_MODALITIES):
+        if name in self.image_groups:
             n = where.shape[0]
             day_of, patch_of = idx // n, idx % n  # [B, S] each
             return when.gather(1, day_of[..., None].expand(-1, -1, dim)) + where[patch_of]
