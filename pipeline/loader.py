@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.collate import MODES, MultiScaleMaskedCollate
 from pipeline.dataset import LAND_MASK_NPY, LAND_MASK_PT, SHARDS, decode_npy
+from pipeline.heap import keep_freed_memory
 from pipeline.masking import new_generator
 from pipeline.samples import CatchmentTable
 from pipeline.sources import (
@@ -202,6 +203,11 @@ class LoaderStats:
 def _passthrough(batch: Any) -> Any:
     """The DataLoader's collate_fn: batches are collated in the dataset already."""
     return batch
+
+
+def _worker_start(worker: int) -> None:
+    """The DataLoader's worker_init_fn: keep freed memory for the next windows (glibc)."""
+    keep_freed_memory()
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -548,6 +554,7 @@ class HydroLoader(DataLoader):
                 prefetch_factor=cfg.prefetch_factor,
                 persistent_workers=cfg.persistent_workers,
                 multiprocessing_context=context,
+                worker_init_fn=_worker_start,
             )
         super().__init__(
             dataset,

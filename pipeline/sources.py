@@ -24,6 +24,7 @@ count equal.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import subprocess
@@ -200,15 +201,14 @@ def load_manifest(source: str, retries: int = 3, backoff: float = 0.5) -> dict[s
 
 
 # ------------------------------------------------------------------ decode
-def decode_npy_view(buf: Buffer) -> np.ndarray:
-    """An ``.npy`` member as a view of its bytes (no copy; writable, as the buffer is)."""
-    if bytes(buf[:6]) != NPY_MAGIC or len(buf) < 10:
-        raise ShardError("not an .npy member (bad magic)")
-    major = int(buf[6])
-    size_bytes = 2 if major == 1 else 4
-    header_len = int.from_bytes(bytes(buf[8 : 8 + size_bytes]), "little")
-    offset = 8 + size_bytes + header_len
-    fp = io.BytesIO(bytes(buf[:offset]))
+@functools.lru_cache(maxsize=64)
+def npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of an ``.npy`` header (magic included), parsed once.
+
+    Every window of a dataset has the same few headers, so the parse (a ``literal_eval``)
+    is cached by their bytes.
+    """
+    fp = io.BytesIO(header)
     try:
         version = np.lib.format.read_magic(fp)
         if version == (1, 0):
@@ -219,6 +219,18 @@ def decode_npy_view(buf: Buffer) -> np.ndarray:
         raise ShardError(f"bad .npy header: {err}") from None
     if dtype.hasobject:
         raise ShardError("object arrays are not allowed")
+    return shape, fortran, dtype
+
+
+def decode_npy_view(buf: Buffer) -> np.ndarray:
+    """An ``.npy`` member as a view of its bytes (no copy; writable, as the buffer is)."""
+    if bytes(buf[:6]) != NPY_MAGIC or len(buf) < 10:
+        raise ShardError("not an .npy member (bad magic)")
+    major = int(buf[6])
+    size_bytes = 2 if major == 1 else 4
+    header_len = int.from_bytes(bytes(buf[8 : 8 + size_bytes]), "little")
+    offset = 8 + size_bytes + header_len
+    shape, fortran, dtype = npy_header(bytes(buf[:offset]))
     count = int(np.prod(shape, dtype=np.int64))
     if offset + count * dtype.itemsize != len(buf):
         raise ShardError(

@@ -19,6 +19,7 @@ pads every slot (or rank) to the same number of batches with zero-weight samples
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import weakref
@@ -285,6 +286,12 @@ GIVEN, FREED, KNOWN = 0, 1, 2
 LEDGER_COLUMNS = 3
 
 
+@functools.cache
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype of a torch dtype (e.g. ``torch.float32 -> float32``)."""
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
 @dataclass(frozen=True)
 class Packing:
     """Where each tensor of a batch lies in one flat byte buffer.
@@ -302,15 +309,14 @@ class Packing:
         entries, offset = [], 0
         for name, (shape, dtype) in spec.items():
             entries.append((name, tuple(shape), dtype, offset))
-            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-            offset += ceil_div(size, ALIGN) * ALIGN
+            offset += ceil_div(math.prod(shape) * dtype.itemsize, ALIGN) * ALIGN
         return cls(tuple(entries), offset)
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch's tensors as views of ``flat`` (``[nbytes]`` uint8), for writing."""
         out = {}
         for name, shape, dtype, offset in self.entries:
-            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            size = math.prod(shape) * dtype.itemsize
             out[name] = flat[offset : offset + size].view(dtype).view(shape)
         return out
 
@@ -324,7 +330,7 @@ class Packing:
         whole = flat.numpy()
         out = {}
         for name, shape, dtype, offset in self.entries:
-            np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+            np_dtype = numpy_dtype(dtype)
             size = math.prod(shape) * np_dtype.itemsize
             out[name] = torch.from_numpy(
                 whole[offset : offset + size].view(np_dtype).reshape(shape)

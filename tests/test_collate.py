@@ -13,9 +13,9 @@ from conftest import SMALL_H, SMALL_P, SMALL_VALID, SMALL_W, small_land_mask
 from scipy import stats
 
 from pipeline import MultiScaleMaskedCollate, PatchGrid, PatchTable, patchify
-from pipeline.collate import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES
+from pipeline.collate import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES, finite_values
 from pipeline.landmask import reference_mask_path
-from pipeline.masking import masked_count
+from pipeline.masking import masked_count, top_mask
 
 T_SMALL = 12
 
@@ -89,6 +89,38 @@ def test_exact_counts_on_a_small_grid(small_mask_path):
 def test_floor_has_a_tolerance():
     assert masked_count(100, 0.29) == 29  # int(0.29 * 100) would give 28
     assert masked_count(94, 0.75) == 70 and masked_count(90, 0.75) == 67
+
+
+def test_top_mask_takes_the_largest_exactly_even_with_ties():
+    rng = np.random.default_rng(3)
+    noise = torch.from_numpy(rng.random((4, 6, 94)))
+    noise[0, :2] = torch.from_numpy(rng.integers(0, 3, (2, 94)).astype(np.float64))  # ties
+    noise[1, 0] = 0.5  # a whole row tied
+    columns = torch.from_numpy(np.sort(rng.choice(522, 94, replace=False)))
+    mask = top_mask(noise, 70, columns, 522)  # [4, 6, 522]
+    assert mask.shape == (4, 6, 522) and (mask.sum(-1) == 70).all()
+    assert not mask[..., np.setdiff1d(np.arange(522), columns.numpy())].any()
+    picked = mask[..., columns]  # [4, 6, 94]
+    low = torch.where(picked, noise, torch.inf).amin(-1)
+    high = torch.where(picked, -torch.inf, noise).amax(-1)
+    assert (low >= high).all()  # every masked value is at least every visible one
+    untied = torch.equal(picked[2:], noise[2:] >= noise[2:].sort(-1).values[..., 24:25])
+    assert untied  # without ties: exactly the values above the 24th smallest
+    assert (top_mask(noise[..., :90], 67).sum(-1) == 67).all()  # no columns: [4, 6, 90]
+
+
+def test_finite_rule_casts_first_and_writes_plus_zero():
+    x = np.array([[1.0, -2.0, np.nan], [1e39, -np.inf, -3.0]])  # float64; 1e39 is inf in float32
+    land = np.array([True, True, False])
+    data, valid = finite_values(x, land)
+    assert data.dtype == np.float32 and valid.tolist() == [[True, True, False], [False] * 3]
+    assert data.tolist() == [[1.0, -2.0, 0.0], [0.0, 0.0, 0.0]]
+    assert not np.signbit(data[~valid]).any()  # +0.0, also where the value was negative
+    with np.errstate(over="ignore"):
+        frozen = x.astype(np.float32)
+    frozen.flags.writeable = False  # read-only input (torch cannot wrap it)
+    again, ok = finite_values(frozen, land)
+    assert np.array_equal(again, data) and np.array_equal(ok, valid)
 
 
 def test_ocean_patches_are_never_masked(gb):
