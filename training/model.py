@@ -309,11 +309,12 @@ class HydroMAE(nn.Module):
         hints = {}  # per group: (hint [B, L, kinds, w], extra features [B, L, c])
         if self.cfg.hints:
             for name, mods in self.groups:
-                hint = self._hints(mods, *parts[name], days=days)
-                if mods[0] == IMAGE_MODALITIES[0]:
-                    rain = self._rain_history(batch, hint, *parts[name][1:], days=days)
-                extra = rain if mods[0] in VECTOR_MODALITIES else hint.new_zeros(*hint.shape[:2], 0)
-                hints[name] = (hint, extra)
+                hints[name] = self._hints(mods, *parts[name], days=days)
+            first = self.groups[0][0]  # the group led by precipitation (images come first)
+            rain = self._rain_history(batch, hints[first], *parts[first][1:], days=days)
+            for name, hint in hints.items():  # series carry the rain, images nothing more
+                none = hint.new_zeros(*hint.shape[:2], 0)
+                hints[name] = (hint, none if name in self.image_groups else rain)
         decoded = self._decode(batch, self.to_decoder(h), restore, hints)
         return {
             name: {

@@ -137,8 +137,22 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> HydroMAE:
     )
 
 
+def loss_config(cfg: TrainConfig) -> LossConfig:
+    """The loss's settings from the flags (checked before any process or loader starts)."""
+    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
+    if cfg.loss_weights:
+        if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
+            raise ValueError(
+                f"--loss-weights takes {len(MODALITIES)} weights >= 0 ({' '.join(MODALITIES)}), "
+                f"got {cfg.loss_weights}"
+            )
+        loss_cfg.weights = dict(zip(MODALITIES, cfg.loss_weights, strict=True))
+    return loss_cfg
+
+
 def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     """Run (or resume) training; return the logged metrics of this process's run."""
+    loss_cfg = loss_config(cfg)
     # ---- processes and devices
     ddp = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if ddp:
@@ -185,14 +199,6 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             source=str(cfg.data), split="val", mode="eval", batch_size=cfg.batch_size,
             num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
         )  # fmt: skip
-    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
-    if cfg.loss_weights:
-        if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
-            raise ValueError(
-                f"--loss-weights takes {len(MODALITIES)} weights >= 0 ({' '.join(MODALITIES)}), "
-                f"got {cfg.loss_weights}"
-            )
-        loss_cfg.weights = dict(zip(MODALITIES, cfg.loss_weights, strict=True))
     step = 0
     ckpt_path = out / CHECKPOINT
     if cfg.resume and ckpt_path.exists():
