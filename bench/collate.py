@@ -38,7 +38,7 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def seed_loop(valid: np.ndarray, batch: int, days: int, n_patches: int) -> None:
-    """The seed's per-sample, per-day loop (MASK_STRATEGY.md, "Mask Generation")."""
+    """The original specification's per-sample, per-day loop (docs/masking.md)."""
     image = np.zeros((batch, days, n_patches), dtype=bool)
     vector = np.zeros((batch, days), dtype=bool)
     n_mask = int(len(valid) * 0.75)

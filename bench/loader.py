@@ -4,7 +4,7 @@ On one synthetic dataset on the Great Britain grid (290 x 180, 94 valid patches;
 540 days, 10 catchments, 90-day windows every 15 days: 31 training windows in 8 shards),
 in one run, all delivering batches of ``--batch-size`` samples of the same shapes:
 
-  (a) the reference: one process reads the shards (``pipeline.samples.read_shard``, the
+  (a) the reference: one process reads the shards (``pipeline.shard.read_shard``, the
       loader's strict tar reader), expands each window to its catchments and stacks the
       five modalities into ``[B, T, N_valid, p*p]`` / ``[B, T]`` tensors, nothing else;
       run before and after the others, the faster run is the reference;
@@ -42,15 +42,18 @@ import numpy as np
 import torch
 
 from pipeline import config
-from pipeline.dataset import IMAGE_VARS, SHARDS, VECTOR_VARS, read_manifest
+from pipeline.catchment import expand
 from pipeline.heap import keep_freed_memory
-from pipeline.samples import CatchmentTable, expand, read_shard
+from pipeline.manifest import Manifest
+from pipeline.schema import IMAGE_MODALITIES, SHARDS, VECTOR_MODALITIES
+from pipeline.shard import read_shard
 
-DATA_KEYS = (*IMAGE_VARS, *VECTOR_VARS)
+DATA_KEYS = (*IMAGE_MODALITIES, *VECTOR_MODALITIES)
 
 
 def make_dataset(work: Path, days: int, catchments: int, stride: int) -> Path:
-    from preprocessing.job import PreprocessConfig, run_job
+    from preprocessing.job import run_job
+    from preprocessing.plan import PreprocessConfig
     from preprocessing.synth import generate
 
     raw, out = work / "raw", work / "dataset"
@@ -121,10 +124,10 @@ def measure(batches: Iterator[tuple[int, dict]], label: str) -> dict:
 
 # ------------------------------------------------------------------ (a) the reference
 def reference(data: Path, batch_size: int, epochs: int) -> Iterator[tuple[int, dict]]:
-    manifest = read_manifest(data)
-    table = CatchmentTable.from_manifest(manifest)
-    shards = [data / SHARDS / e["name"] for e in manifest["shards"] if e["split"] == "train"]
-    p2 = manifest["grid"]["patch_size"] ** 2
+    manifest = Manifest.read(data)
+    table = manifest.catchment_table()
+    shards = [data / SHARDS / e.name for e in manifest.split_shards("train")]
+    p2 = manifest.grid.patch_size**2
     for epoch in range(epochs):
         pending: list[dict] = []
         for shard in shards:
@@ -133,10 +136,10 @@ def reference(data: Path, batch_size: int, epochs: int) -> Iterator[tuple[int, d
                 while len(pending) >= batch_size:
                     chunk, pending = pending[:batch_size], pending[batch_size:]
                     batch = {}
-                    for name in IMAGE_VARS:
+                    for name in IMAGE_MODALITIES:
                         x = np.stack([s[name] for s in chunk])  # [B, T, N, p, p]
                         batch[name] = torch.from_numpy(x.reshape(*x.shape[:3], p2))
-                    for name in VECTOR_VARS:
+                    for name in VECTOR_MODALITIES:
                         batch[name] = torch.from_numpy(np.stack([s[name] for s in chunk]))
                     yield epoch, batch
 
@@ -160,18 +163,18 @@ def upstream(raw: Path, data: Path, batch_size: int, batches: int) -> Iterator[t
     import netCDF4
     import pandas as pd
 
-    manifest = read_manifest(data)
+    manifest = Manifest.read(data)
     files = {
         "precip": ("rainfall", sorted(raw.glob("rainfall_hadukgrid_uk_5km_day_*.nc"))),
         "soil": ("sm", sorted(raw.glob("sm_synthetic_5km_day_*.nc"))),
         "temp": ("tas", sorted(raw.glob("tas_hadukgrid_uk_5km_day_*.nc"))),
     }
-    ids = manifest["catchments"]["ids"]
+    ids = list(manifest.catchments.ids)
     series = {
         g: pd.read_csv(next(raw.glob(f"CAMELS_GB_hydromet_timeseries_{g}_*.csv")), index_col=0)
         for g in ids
     }
-    starts = [dt.date.fromisoformat(s) for s in manifest["splits"]["train"]["window_starts"]]
+    starts = list(manifest.splits["train"].window_starts)
 
     def grid(name: str, start: dt.date) -> np.ndarray:
         var, paths = files[name]
@@ -194,7 +197,7 @@ def upstream(raw: Path, data: Path, batch_size: int, batches: int) -> Iterator[t
                 end = start + dt.timedelta(days=89)
                 rows = series[g].loc[start.isoformat() : end.isoformat()]
                 yield {
-                    **{name: grid(name, start) for name in IMAGE_VARS},
+                    **{name: grid(name, start) for name in IMAGE_MODALITIES},
                     "evap": rows["pet"].to_numpy(np.float32),
                     "riverflow": rows["discharge_spec"].to_numpy(np.float32),
                 }
@@ -283,12 +286,12 @@ def main() -> None:
     keep_freed_memory()  # as in the loader's workers: the same malloc settings for all
 
     data = make_dataset(args.work, args.days, args.catchments, args.stride)
-    m = read_manifest(data)
-    train = m["splits"]["train"]
+    m = Manifest.read(data)
+    train = m.splits["train"]
     print(
-        f"dataset: {train['windows']} training windows x {len(m['catchments']['ids'])} "
-        f"catchments, window {m['window']} days, {len(m['valid_patch_indices'])} valid patches, "
-        f"{sum(e['bytes'] for e in m['shards']) / 1e6:.0f} MB of shards; batch size "
+        f"dataset: {train.windows} training windows x {len(m.catchments.ids)} "
+        f"catchments, window {m.window} days, {len(m.valid_patch_indices)} valid patches, "
+        f"{sum(e.bytes for e in m.shards) / 1e6:.0f} MB of shards; batch size "
         f"{args.batch_size}; per configuration a first epoch, then {args.epochs} timed",
         flush=True,
     )
@@ -311,7 +314,7 @@ def main() -> None:
         )
     )
     if not args.no_ceiling:
-        shape = (int(m["window"]), len(m["valid_patch_indices"]), m["grid"]["patch_size"] ** 2)
+        shape = (m.window, len(m.valid_patch_indices), m.grid.patch_size**2)
         results += ceiling(args.batch_size, shape)
     ref = max(results[0]["data_gb_s"], results[4]["data_gb_s"])
     ref_first = max(results[0]["first"]["data_gb_s"], results[4]["first"]["data_gb_s"])

@@ -18,7 +18,8 @@ from pathlib import Path
 CHILD = """
 import json, sys, time
 from pipeline import config
-from preprocessing.job import PreprocessConfig, run_job
+from preprocessing.job import run_job
+from preprocessing.plan import PreprocessConfig
 
 def rss_kib(field):
     for line in open("/proc/self/status"):
@@ -38,7 +39,7 @@ print(json.dumps({"rss_after_imports_mib": base / 1024, "peak_rss_mib": rss_kib(
 def measure(years: int, work: Path, catchments: int) -> dict:
     raw = work / f"raw{years}"
     subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "synth", "--out", str(raw),
+        [sys.executable, "-m", "hydromae", "synth", "--out", str(raw),
          "--days", str(365 * years), "--catchments", str(catchments), "--no-progress"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip

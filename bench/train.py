@@ -61,7 +61,7 @@ def batch_for(mask_mode: str, batch: int) -> tuple[dict, Geometry]:
 
 def model_for(geometry: Geometry, args: argparse.Namespace, **changes) -> HydroMAE:
     torch.manual_seed(0)
-    # hints off: the ratios compare the token layouts and decoders of MASK_STRATEGY.md, and
+    # hints off: the ratios compare the token layouts and decoders of docs/masking.md, and
     # the hints (the same work under every variant) would only dilute them
     cfg = ModelConfig(
         dim=args.dim, depth=args.depth, heads=args.heads, decoder_dim=args.decoder_dim,
@@ -87,7 +87,7 @@ def training_step(model: HydroMAE, batch: dict) -> Callable[[], None]:
 
 def encoder_step(model: HydroMAE, batch: dict) -> Callable[[], None]:
     def step() -> None:
-        h, _, _ = model.encode(batch)  # [B, 1 + S, D]
+        h, _, _ = model.forward_encoder(batch)  # [B, 1 + S, D]
         h.square().mean().backward()
         model.zero_grad(set_to_none=True)
 

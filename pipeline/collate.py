@@ -1,7 +1,7 @@
 """The seed's masking collate: stack samples, own NaN, draw the MAE masks.
 
-Input: a list of samples, each a dict in physical units with NaN kept (DESIGN.md,
-"One sample schema"):
+The contract (``docs/masking.md``). Input: a list of samples, each a dict in physical
+units with NaN kept (the sample schema, ``docs/dataset.md``):
 
     precip, soil, temp       [T', N_in, p, p]   patches listed by ``patch_indices``
                              or [T', H, W]      the seed's full grids (run through patchify)
@@ -30,15 +30,13 @@ Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
 
 Each distinct image array of a call (``K`` samples cut from one window share it) is made
 finite-and-land once and copied into every sample's slot; with ``reuse_images=True`` the
-prepared array is also kept for later calls as long as its source array lives.
-``collate(samples, allocate=...)`` puts every output tensor in memory the caller gives
-(e.g. one recycled shared buffer per batch).
+prepared array is also kept for later calls as long as its source array lives
+(``pipeline.image_cache``). ``collate(samples, allocate=...)`` puts every output tensor
+in memory the caller gives (e.g. one recycled shared buffer per batch).
 """
 
 from __future__ import annotations
 
-import functools
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,60 +44,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.finite import finite_into, finite_values
 from pipeline.grid import PatchGrid, patchify
+from pipeline.image_cache import ImageCache, Prepared
 from pipeline.landmask import PatchTable, load_land_mask, reference_mask_path
 from pipeline.masking import keyed, masked_count, new_generator, top_mask
-
-IMAGE_MODALITIES = ("precip", "soil", "temp")
-VECTOR_MODALITIES = ("evap", "riverflow")
-MODALITIES = IMAGE_MODALITIES + VECTOR_MODALITIES
-MASK_MODES = ("unified", "independent")
-MODES = ("train", "val", "eval")
+from pipeline.schema import (
+    COLLATE_MODES,
+    IMAGE_MODALITIES,
+    MASK_MODES,
+    MODALITIES,
+    VECTOR_MODALITIES,
+)
 
 TensorSpec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # name -> (shape, dtype)
-# (the source array or a weak reference to it, data float32, valid bool)
-Prepared = tuple[Any, np.ndarray, np.ndarray]
 Allocate = Callable[[TensorSpec], dict[str, torch.Tensor]]
 
 
-def finite_into(
-    x: np.ndarray, data: np.ndarray, valid: np.ndarray, land: np.ndarray | None = None
-) -> None:
-    """The collate's one validity rule, written into ``data`` (float32) and ``valid`` (bool)
-    of ``x``'s shape: ``valid`` = finite after the cast to float32 (and ``land``, broadcast,
-    where given); ``data`` = the value where valid, else +0.0.
-
-    Three passes over the data (``isfinite``, the land, one ``torch.where``): 1.6 ms for a
-    ``[90, 94, 100]`` image that is not in the cache, against 2.6 ms for numpy's copy,
-    ``isfinite`` and ``putmask``. ``x`` may be ``data`` itself.
-    """
-    if x.dtype != np.float32 or not x.flags.writeable:  # torch wraps writable arrays only
-        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: not valid
-            np.copyto(data, x, casting="unsafe")
-        x = data
-    np.isfinite(x, out=valid)
-    if land is not None:
-        valid &= land
-    zero = torch.zeros((), dtype=torch.float32)
-    torch.where(torch.from_numpy(valid), torch.from_numpy(x), zero, out=torch.from_numpy(data))
-
-
-def finite_values(x: np.ndarray, land: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`finite_into` into new arrays: (float32 data, bool valid)."""
-    data, valid = np.empty(x.shape, np.float32), np.empty(x.shape, bool)
-    finite_into(x, data, valid, land)
-    return data, valid
-
-
-def prepare_image(part: torch.Tensor, land: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One sample's image made finite: ``[T, N, p*p]`` any float -> (float32 data, bool valid),
-    with ``land [N, p*p]`` (bool, broadcast over days).
-    """
-    return finite_values(part.detach().to("cpu", torch.float32).numpy(), land)
-
-
 class MultiScaleMaskedCollate:
-    """Collate samples into a masked batch, as ``../shared/seed/MASK_STRATEGY.md`` specifies.
+    """Collate samples into a masked batch, as the masking specification says
+    (``docs/masking.md``).
 
     Each day masks ``floor(N_valid * mask_ratio)`` valid patches (70 of 94) and each
     sample masks ``floor(seq_len * mask_ratio)`` whole days of the vectors (67 of 90).
@@ -138,8 +102,8 @@ class MultiScaleMaskedCollate:
             )
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode not in COLLATE_MODES:
+            raise ValueError(f"mode must be one of {COLLATE_MODES}, got {mode!r}")
         self.grid = PatchGrid(image_height, image_width, patch_size)
         self.seq_len, self.mask_ratio = seq_len, float(mask_ratio)
         self.mask_mode, self.mode, self.seed = mask_mode, mode, int(seed)
@@ -179,9 +143,9 @@ class MultiScaleMaskedCollate:
         )
         land = patchify(self.land_mask, self.grid)[valid]  # [N_valid, p, p]
         self._land_pixels = torch.from_numpy(land.reshape(self.num_valid, -1).copy())
-        # prepared images kept between calls while their source lives (see _prepared)
+        # prepared images kept between calls while their source lives
         self.reuse_images = bool(reuse_images)
-        self._reuse: dict[int, Prepared] = {}
+        self.images = ImageCache(keep=self.reuse_images)
 
     def _check_patch_indices(self, patch_indices: Any, valid: np.ndarray) -> np.ndarray:
         if patch_indices is None:
@@ -211,7 +175,6 @@ class MultiScaleMaskedCollate:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_stream"] = None  # each process seeds its own stream (see _stream_generator)
-        state["_reuse"] = {}
         return state
 
     def _stream_generator(self) -> np.random.Generator:
@@ -330,11 +293,6 @@ class MultiScaleMaskedCollate:
         data, valid = finite_values(torch.stack([p.to(torch.float32) for p in parts]).numpy())
         return torch.from_numpy(data), torch.from_numpy(valid)
 
-    def _kept(self, source: Any) -> Prepared | None:
-        """The prepared image of ``source`` kept from an earlier call (``reuse_images``)."""
-        kept = self._reuse.get(id(source)) if self.reuse_images else None
-        return kept if kept is not None and kept[0]() is source else None
-
     def _part(
         self, sample: dict[str, Any], name: str, where: str
     ) -> tuple[torch.Tensor | None, Any]:
@@ -343,44 +301,9 @@ class MultiScaleMaskedCollate:
         The image is None where ``source`` was prepared (and so checked) in an earlier call.
         """
         source = sample[name]
-        if self._kept(source) is not None:
+        if self.images.kept(source) is not None:
             return None, source
         return self._image(sample, name, where), source
-
-    def _prepared(
-        self, part: torch.Tensor | None, source: Any, seen: dict[int, Prepared]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``prepare_image`` of ``part`` (``[T, N, p*p]``), done once per source array.
-
-        ``source`` is the sample's own array, which ``part`` is made from (a view, or a
-        copy for full grids and patch selections), and identifies it: ``seen`` holds this
-        call's (the samples keep their sources alive meanwhile). With ``reuse_images``,
-        ``self._reuse`` also holds those of earlier calls, with a weak reference to their
-        source, and forgets each when its source is collected; a source must then not be
-        modified in place while it lives (the loader's windows never are). A source
-        without weak references (e.g. a list) is prepared again at every call.
-        ``part`` is None only for a source kept from an earlier call.
-        """
-        key = id(source)
-        hit = seen.get(key) or self._kept(source)
-        if hit is None:
-            assert part is not None
-            hit = (source, *prepare_image(part, self._land_pixels.numpy()))
-            if self.reuse_images:
-                try:
-                    ref = weakref.ref(source, functools.partial(self._forget, key))
-                except TypeError:
-                    pass
-                else:
-                    self._reuse[key] = (ref, hit[1], hit[2])
-        seen[key] = hit
-        return hit[1], hit[2]
-
-    def _forget(self, key: int, ref: weakref.ref) -> None:
-        """A source array died: drop its prepared image (unless the key was taken again)."""
-        kept = self._reuse.get(key)
-        if kept is not None and kept[0] is ref:
-            del self._reuse[key]
 
     def _fill_images(
         self, parts: list[tuple[torch.Tensor | None, Any]], out: torch.Tensor, valid: torch.Tensor
@@ -400,7 +323,7 @@ class MultiScaleMaskedCollate:
                 x = part.detach().to("cpu", torch.float32).numpy()  # in place, nothing to keep
                 finite_into(x, data_np[i], valid_np[i], land)
                 continue
-            data, ok = self._prepared(part, source, seen)
+            data, ok = self.images.prepared(part, source, seen, land)
             np.copyto(data_np[i], data)
             np.copyto(valid_np[i], ok)
 

@@ -4,10 +4,9 @@ A worker decodes windows (three ``[T, N, p, p]`` float32 arrays of 3.4 MB each o
 grid), prepares them and frees them a few batches later. With glibc's default settings
 blocks of this size are returned to the kernel when freed (``munmap``, or a trim of the
 heap's top), so the next window's arrays are fresh pages and each 4 KiB page faults when
-first written: about 3,000 faults a batch at batch size 8 in ``bench/loader.py``'s
-setting, where two workers spent 38 to 47 ms of CPU a batch, and 34 to 36 ms with this
-setting. :func:`keep_freed_memory` makes blocks below 32 MiB come from the heap and stops
-the heap's trimming, so freed blocks are reused. A worker's resident memory
+first written (``docs/benchmarks.md`` has the faults and CPU time a batch, with and
+without this setting). :func:`keep_freed_memory` makes blocks below 32 MiB come from the
+heap and stops the heap's trimming, so freed blocks are reused. A worker's resident memory
 then stays at its peak, which the shuffle buffer and the prefetched batches bound anyway.
 """
 

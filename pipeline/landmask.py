@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.dataset import atomic_file
+from pipeline.files import atomic_file
 from pipeline.grid import PatchGrid, patchify
 
 REFERENCE_MASK = "gb_land_mask_290x180.npy"

@@ -2,7 +2,7 @@
 
 A draw gives every candidate (a valid patch on one day, or a day of a series) an
 independent uniform noise value in float64 (53 random bits, from numpy's PCG64, about
-twice as fast as torch's generator here) and masks the ``n_mask`` largest. The
+faster than torch's generator: ``docs/benchmarks.md``) and masks the ``n_mask`` largest. The
 masked set is then a uniformly random ``n_mask``-subset (the noise is exchangeable;
 ties have probability below 1e-12), and the count is exact by construction.
 """
@@ -29,7 +29,7 @@ def _digest(parts: tuple[object, ...], size: int) -> bytes:
 
 
 def keyed(rng: np.random.Generator, *parts: object) -> np.random.Generator:
-    """Put a PCG64 generator at the start of the stream keyed by ``parts``, in microseconds.
+    """Put a PCG64 generator at the start of the stream keyed by ``parts`` (no new object).
 
     State and increment (which selects one of PCG64's independent streams) both come from
     a 256-bit BLAKE2b digest of the parts, so each key has its own stream.
@@ -60,8 +60,8 @@ def top_mask(
     Row position ``i`` lands in column ``columns[i]`` (default: ``i``, ``width = N``), so
     that a draw over the valid patches is placed straight onto all the grid's patches.
     The masked values are those above each row's ``(N - n_mask)``-th smallest, found by a
-    partial sort (``np.partition``: 0.6 ms for ``[8, 90, 94]``, against 1.6 ms for
-    ``torch.topk``); a row where a tie left another count (probability about 1e-12) is
+    partial sort (``np.partition``, faster than ``torch.topk``: ``docs/benchmarks.md``); a
+    row where a tie left another count (probability about 1e-12) is
     drawn again by ``topk``, so the count is always exact.
     """
     n = noise.shape[-1]

@@ -1,9 +1,9 @@
 """Normalisation: a per-variable transform, then (x - mean) / std.
 
-Statistics come from the manifest (float64, training period only, land pixels only,
-NaN-aware). The data on disk stay in physical units; the model applies the
-:class:`Normalizer` on its own device, saves it in every checkpoint, and inverts it to
-report errors in physical units.
+Statistics come from the manifest (``Manifest.normalizer()``; float64, training period
+only, land pixels only, NaN-aware). The data on disk stay in physical units; the model
+applies the :class:`Normalizer` on its own device, saves it in every checkpoint, and
+inverts it to report errors in physical units.
 """
 
 from __future__ import annotations
@@ -55,14 +55,6 @@ class Normalizer:
 
     def __init__(self, stats: dict[str, VariableStats]) -> None:
         self.stats = dict(stats)
-
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> Normalizer:
-        try:
-            table = manifest["normalization"]
-        except KeyError:
-            raise ValueError("manifest has no 'normalization' statistics") from None
-        return cls({name: VariableStats(**entry) for name, entry in table.items()})
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
         return {name: asdict(s) for name, s in self.stats.items()}

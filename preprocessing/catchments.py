@@ -32,7 +32,9 @@ class CatchmentInputError(ValueError):
 
 
 @dataclass
-class CatchmentSeries:
+class GaugeRecords:
+    """Every gauge's evaporation and riverflow on the requested days."""
+
     gauge_ids: list[str]  # [C], sorted
     evap: np.ndarray  # [T, C] float32
     riverflow: np.ndarray  # [T, C] float32
@@ -80,7 +82,7 @@ def read_series(
     dates: list[dt.date],
     evap_column: str = "pet",
     riverflow_column: str = "discharge_spec",
-) -> CatchmentSeries:
+) -> GaugeRecords:
     """Read the catchments' evaporation and riverflow on ``dates``.
 
     ``paths``: CAMELS-GB per-gauge CSVs (gauge id from the file name), or one long table
@@ -114,7 +116,7 @@ def read_series(
     if not per_gauge:
         raise CatchmentInputError("no catchment series given")
     ids = sorted(per_gauge, key=_gauge_order)
-    return CatchmentSeries(
+    return GaugeRecords(
         gauge_ids=ids,
         evap=np.stack([per_gauge[g][0] for g in ids], axis=1).astype(np.float32),
         riverflow=np.stack([per_gauge[g][1] for g in ids], axis=1).astype(np.float32),
@@ -169,3 +171,15 @@ def static_matrix(table: pd.DataFrame, names: list[str], paths: list[Path]) -> n
         )
     values = table[names].apply(pd.to_numeric, errors="coerce")
     return values.to_numpy(dtype=np.float32).reshape(len(table), len(names))
+
+
+def gauge_points(table: pd.DataFrame) -> dict[str, tuple[float, float, float]] | None:
+    """``{gauge_id: (gauge_easting, gauge_northing, area)}`` from the attributes, where they
+    hold all three (the disc a catchment falls back to without a boundary polygon)."""
+    needed = ("gauge_easting", "gauge_northing", "area")
+    if not all(c in table.columns for c in needed):
+        return None
+    return {
+        str(g): tuple(float(v) for v in row)
+        for g, row in zip(table.index, table[list(needed)].to_numpy(), strict=True)
+    }

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.dataset import atomic_write, encode_json
+from pipeline.files import atomic_write, encode_json
 
 
 class Journal:

@@ -13,6 +13,15 @@ import numpy as np
 
 from pipeline.normalize import VariableStats
 
+# the transform each variable's statistics are taken after (``docs/dataset.md``)
+TRANSFORMS = {
+    "precip": "log1p",
+    "soil": "none",
+    "temp": "none",
+    "evap": "none",
+    "riverflow": "log1p",
+}
+
 
 @dataclass(frozen=True)
 class Moments:

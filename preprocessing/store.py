@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from pipeline.dataset import IMAGE_VARS, VECTOR_VARS
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES
 
 LONG_NAMES = {
     "precip": "daily precipitation amount",
@@ -64,7 +64,7 @@ def create(
     )
     ds = xr.Dataset(
         {
-            **{name: (("time", "patch", "py", "px"), image) for name in IMAGE_VARS},
+            **{name: (("time", "patch", "py", "px"), image) for name in IMAGE_MODALITIES},
             "evap": (("time", "catchment"), evap),
             "riverflow": (("time", "catchment"), riverflow),
             "static": (("catchment", "attribute"), static.reshape(c, len(layout.attributes))),
@@ -78,7 +78,7 @@ def create(
         },
         attrs=attrs,
     )
-    for name in (*IMAGE_VARS, *VECTOR_VARS):
+    for name in MODALITIES:
         ds[name].attrs.update(units=layout.units[name], long_name=LONG_NAMES[name])
         if name in STANDARD_NAMES:
             ds[name].attrs["standard_name"] = STANDARD_NAMES[name]
@@ -88,9 +88,9 @@ def create(
     ds["patch"].attrs.update(long_name="patch number, row-major from the south-west")
     compressor = {"compressors": [zarr.codecs.ZstdCodec(level=3)]}
     encoding = {name: dict(compressor) for name in ds.data_vars}
-    for name in IMAGE_VARS:
+    for name in IMAGE_MODALITIES:
         encoding[name]["chunks"] = (layout.window, n, p, p)
-    for name in VECTOR_VARS:
+    for name in VECTOR_MODALITIES:
         encoding[name]["chunks"] = (layout.window, c)
     encoding["time"] = {
         "units": f"days since {layout.dates[0].isoformat()}",

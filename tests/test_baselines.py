@@ -12,7 +12,7 @@ from training.baselines import (
     neighbour_mean,
     patch_neighbours,
 )
-from training.metrics import CatchmentSeries, ErrorSums, kge, nse
+from training.metrics import ErrorSums, FlowRecords, kge, nse
 
 
 def test_time_interpolation_inside_and_at_the_edges():
@@ -75,7 +75,7 @@ def test_error_sums_and_catchment_scores():
     obs = np.array([1.0, 3.0, 2.0, 5.0])
     assert nse(obs, obs) == 1.0 and kge(obs, obs) == pytest.approx(1.0)
     assert nse(np.full(4, obs.mean()), obs) == pytest.approx(0.0)
-    series = CatchmentSeries()
+    series = FlowRecords()
     days = torch.arange(12.0).view(1, 12)
     series.add(torch.tensor([4]), days + 0.5, days, torch.ones(1, 12, dtype=torch.bool))
     s = series.summary(minimum=10)

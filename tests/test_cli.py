@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import write_haduk_file
 
+from hydromae.cli import main
 from pipeline import config
-from pipeline.cli import main
 from pipeline.landmask import reference_mask_path
 
 

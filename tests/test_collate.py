@@ -13,9 +13,10 @@ from conftest import SMALL_H, SMALL_P, SMALL_VALID, SMALL_W, small_land_mask
 from scipy import stats
 
 from pipeline import MultiScaleMaskedCollate, PatchGrid, PatchTable, patchify
-from pipeline.collate import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES, finite_values
+from pipeline.finite import finite_values
 from pipeline.landmask import reference_mask_path
 from pipeline.masking import masked_count, top_mask
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES
 
 T_SMALL = 12
 
@@ -443,7 +444,7 @@ def test_reused_images_and_given_memory_give_the_same_batch(small_mask_path):
     for order in (range(6), range(5, -1, -1), range(1, 4)):
         batch = [samples[i] for i in order]
         assert_same_batch(reuse(batch), plain([copies[i] for i in order]))
-    assert len(reuse._reuse) == 2 * len(IMAGE_MODALITIES)  # one per window and modality
+    assert len(reuse.images) == 2 * len(IMAGE_MODALITIES)  # one per window and modality
     given: dict[str, torch.Tensor] = {}
 
     def allocate(spec):
@@ -458,4 +459,4 @@ def test_reused_images_and_given_memory_give_the_same_batch(small_mask_path):
     assert all(into[k] is given[k] for k in tensors)
     del samples, batch, into
     gc.collect()
-    assert not reuse._reuse  # forgotten with their windows
+    assert not reuse.images  # forgotten with their windows

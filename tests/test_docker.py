@@ -33,7 +33,7 @@ import pytest
 import yaml
 from conftest import SMALL_H, SMALL_W, small_land_mask, write_haduk_file
 
-from pipeline.cli import build_parser
+from hydromae.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -259,7 +259,7 @@ def test_runtime_stage_runs_the_console_script_as_a_user(flavour):
     runtime = stages(path)[-1]
     last = {ins.keyword: ins for ins in runtime}
     assert json.loads(last["ENTRYPOINT"].args) == ["hydromae"]
-    assert pyproject()["project"]["scripts"]["hydromae"] == "pipeline.cli:main"
+    assert pyproject()["project"]["scripts"]["hydromae"] == "hydromae.cli:main"
     assert HYDROMAE.exists(), f"{HYDROMAE}: the console script is not installed"
     env = " ".join(i.args for i in runtime if i.keyword == "ENV")
     assert "PATH=/opt/venv/bin:$PATH" in env  # where the builder's venv is copied
@@ -484,7 +484,7 @@ def test_compose_commands_run_with_their_configs(compose, tmp_path):
 
 def test_compose_configs_hold_only_known_settings():
     from pipeline import config
-    from preprocessing.job import PreprocessConfig
+    from preprocessing.plan import PreprocessConfig
     from training.train import TrainConfig
 
     for name, cls in (("preprocess.toml", PreprocessConfig), ("train.toml", TrainConfig)):

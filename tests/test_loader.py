@@ -26,11 +26,14 @@ import pytest
 import torch
 
 from pipeline import config
-from pipeline.dataset import SHARDS, read_manifest
+from pipeline.catchment import expand
 from pipeline.loader import LoaderConfig, _worker_start, build_loader, resolve_rank
-from pipeline.samples import CatchmentTable, expand, read_shard
-from pipeline.sources import shard_label
-from preprocessing.job import PreprocessConfig, run_job
+from pipeline.location import shard_label
+from pipeline.manifest import Manifest
+from pipeline.schema import SHARDS
+from pipeline.shard import read_shard
+from preprocessing.job import run_job
+from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
 
 SPLITS = {
@@ -86,17 +89,13 @@ def simulate(dataset, world, workers, epoch=0, **options) -> list[list[dict]]:
 
 
 def all_samples(dataset, split="train") -> set[str]:
-    m = read_manifest(dataset)
-    return {
-        f"{s.replace('-', '')}-{g}"
-        for s in m["splits"][split]["window_starts"]
-        for g in m["catchments"]["ids"]
-    }
+    m = Manifest.read(dataset)
+    return {f"{s:%Y%m%d}-{g}" for s in m.splits[split].window_starts for g in m.catchments.ids}
 
 
 # ----------------------------------------------------------------- sources and samples
 def test_zarr_and_shards_give_bit_identical_samples(dataset):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     runs = {
         reader: list(loader(dataset, reader=reader, mode="val", batch_size=4))
         for reader in ("shards", "zarr")
@@ -107,7 +106,7 @@ def test_zarr_and_shards_give_bit_identical_samples(dataset):
         for name in TENSORS:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
     # and both equal the plain reader's windows, expanded (physical units, NaN -> 0 + valid)
-    table = CatchmentTable.from_manifest(m)
+    table = m.catchment_table()
     window = next(read_shard(dataset / SHARDS / "train-000000.tar"))
     sample = expand(window, table)[2]
     got = a[sample["sample_key"]]
@@ -132,7 +131,7 @@ def test_batches_follow_the_schema(dataset):
     assert batch["evap"].shape == (4, 20) and batch["static"].shape == (4, 3)
     assert batch["catchment_weight"].shape == (4, 94) and batch["doy"].dtype == torch.int16
     assert batch["weight"].tolist() == [1.0] * 4 and len(batch["sample_key"]) == 4
-    assert batch["valid_patch_indices"].tolist() == read_manifest(dataset)["valid_patch_indices"]
+    assert batch["valid_patch_indices"].tolist() == list(Manifest.read(dataset).valid_patch_indices)
 
 
 def test_k_random_catchments_per_window(dataset):
@@ -481,7 +480,7 @@ def test_s3_without_s3fs_names_the_extra(monkeypatch):
 
 
 def test_read_shard_is_the_strict_reader(broken):
-    from pipeline.sources import ShardError
+    from pipeline.shard import ShardError
 
     path = broken / SHARDS / "train-000001.tar"
     path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
@@ -509,8 +508,8 @@ def test_the_loaders_collate_equals_the_plain_collate(dataset):
     """Reused window images and packed batch buffers give the plain collate's output."""
     import numpy as np
 
+    from pipeline.buffers import LEDGER_COLUMNS, BatchPool
     from pipeline.collate import MultiScaleMaskedCollate
-    from pipeline.stages import LEDGER_COLUMNS, BatchPool
 
     ld = loader(dataset, mode="eval", batch_size=4)
     ds = ld.dataset
@@ -518,9 +517,9 @@ def test_the_loaders_collate_equals_the_plain_collate(dataset):
         seq_len=20,
         land_mask_path=dataset / "land_mask.pt",
         mode="eval",
-        patch_indices=read_manifest(dataset)["valid_patch_indices"],
+        patch_indices=Manifest.read(dataset).valid_patch_indices,
     )
-    table = CatchmentTable.from_manifest(read_manifest(dataset))
+    table = Manifest.read(dataset).catchment_table()
     windows = list(read_shard(dataset / SHARDS / "train-000000.tar"))
     samples = [s | {"weight": 1.0} for w in windows for s in expand(w, table)]
     ledger = np.zeros((1, 4, LEDGER_COLUMNS), dtype=np.int64)

@@ -8,8 +8,8 @@ import torch
 from conftest import SMALL_H, SMALL_P, SMALL_W
 
 from pipeline import MultiScaleMaskedCollate
-from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
 from pipeline.normalize import Normalizer, VariableStats
+from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.baselines import interpolate_time, neighbour_mean
 from training.loss import LossConfig, mae_loss
 from training.model import Geometry, HydroMAE, ModelConfig
@@ -68,10 +68,12 @@ def make_batch(path, mask_mode="unified", seed=0, nan_frac=0.0, n=4) -> tuple[di
     return batch, geometry
 
 
-def model_for(geometry: Geometry, decoder: str = "mae", seed: int = 0) -> HydroMAE:
+def model_for(geometry: Geometry, decoder: str = "mae", seed: int = 0, **changes) -> HydroMAE:
     torch.manual_seed(seed)
     cfg = ModelConfig.preset("tiny")
     cfg.decoder = decoder
+    for key, value in changes.items():
+        setattr(cfg, key, value)
     return HydroMAE(cfg, geometry, normalizer())
 
 
@@ -94,8 +96,8 @@ def with_masked_values_changed(batch: dict) -> dict:
 def test_encoder_never_sees_masked_values(small_mask_path):
     batch, geometry = make_batch(small_mask_path)
     model = model_for(geometry).eval()
-    h, _, _ = model.encode(batch)
-    h2, _, _ = model.encode(with_masked_values_changed(batch))
+    h, _, _ = model.forward_encoder(batch)
+    h2, _, _ = model.forward_encoder(with_masked_values_changed(batch))
     # visible tokens: 7 valid patches - 5 masked = 2 a day; 12 - 9 = 3 days; 1 static token
     assert h.shape == (4, 1 + 2 * T + 3, 32)
     assert torch.equal(h, h2)
@@ -160,8 +162,7 @@ def test_both_decoders_and_layouts_train(small_mask_path):
 
 def test_crossmae_reconstructs_a_random_share_in_training(small_mask_path):
     batch, geometry = make_batch(small_mask_path)
-    model = model_for(geometry, "cross")
-    model.cfg.cross_fraction = 0.5
+    model = model_for(geometry, "cross", cross_fraction=0.5)
     out = model.train()(batch)
     g = out["image"]
     assert (g["predicted"] & ~g["mask"]).sum() == 0  # only masked positions are queried
@@ -179,13 +180,13 @@ def test_all_token_encoder_ablation_keeps_every_position(small_mask_path):
         cfg = ModelConfig.preset("tiny")
         cfg.decoder, cfg.encoder_tokens = decoder, "all"
         model = HydroMAE(cfg, geometry, normalizer())
-        h, _, _ = model.encode(batch)
+        h, _, _ = model.forward_encoder(batch)
         assert h.shape == (4, 1 + 7 * T + T, 32)  # static, 7 valid patches x T days, T days
         changed = dict(batch)
         changed["temp"] = torch.where(
             batch["temp_mask"][..., batch["valid_patch_indices"]][..., None], 1e3, batch["temp"]
         )
-        assert torch.equal(model.encode(changed)[0], h)
+        assert torch.equal(model.forward_encoder(changed)[0], h)
         loss = loss_of(model, batch)
         loss.backward()
         assert torch.isfinite(loss) and model.encoder_mask_token.grad is not None
@@ -208,13 +209,13 @@ def test_hints_start_from_the_baselines(small_mask_path):
     batch, geometry = make_batch(small_mask_path)
     model = model_for(geometry, "cross").eval()
     with torch.no_grad():
-        for head in model.head.values():
+        for head in model.decoder.head.values():
             head.weight.zero_()
             head.bias.zero_()
     idx = batch["valid_patch_indices"]
     for kind, baseline in ((0, "interpolation"), (1, "neighbours")):
         with torch.no_grad():
-            model.hint_mix["image"].zero_()[kind] = 1.0
+            model.decoder.hints.mix["image"].zero_()[kind] = 1.0
         out = model(batch)
         image, vector = out["image"], out["vector"]
         for j, name in enumerate(IMAGE_MODALITIES):
@@ -226,7 +227,7 @@ def test_hints_start_from_the_baselines(small_mask_path):
             expected = (
                 interpolate_time(truth, known)
                 if baseline == "interpolation"
-                else neighbour_mean(truth, valid, masked, model.adjacency)
+                else neighbour_mean(truth, valid, masked, model.decoder.hints.adjacency)
             )
             pred = image["pred"][..., cols].reshape(truth.shape)
             scored = valid & masked[..., None]
@@ -268,7 +269,7 @@ def test_rain_history_is_the_catchments_rain_lagged(small_mask_path):
     mask = torch.rand(b, T * n) < 0.7
     weight = torch.zeros(b, n)
     weight[:, 1], weight[:, 2] = 0.25, 0.75  # rain 2 x day and 3 x day: 2.75 x day
-    history = model._rain_history({"catchment_weight": weight}, hint, v, mask, days=T)
+    history = model.decoder.hints.rain_history({"catchment_weight": weight}, hint, v, mask, days=T)
     assert history.shape == (b, T, 4)
     days = torch.arange(T, dtype=torch.float32)
     for lag in range(4):

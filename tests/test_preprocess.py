@@ -20,15 +20,20 @@ import pytest
 import torch
 import xarray as xr
 
+from hydromae.cli import main
 from pipeline import config
-from pipeline.cli import main
+from pipeline.catchment import expand
 from pipeline.collate import MultiScaleMaskedCollate
-from pipeline.dataset import SHARDS, STORE, decode_npy, image_grid, open_store, read_manifest
 from pipeline.grid import PatchGrid, patchify
+from pipeline.manifest import Manifest
 from pipeline.normalize import Normalizer
-from pipeline.samples import CatchmentTable, expand, read_shard
+from pipeline.npy import decode_npy
+from pipeline.schema import MODALITIES, SHARDS, STORE
+from pipeline.shard import read_shard
+from pipeline.store import image_grid, open_store
 from preprocessing.catchments import read_series
-from preprocessing.job import PreprocessConfig, run_job
+from preprocessing.job import run_job
+from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
 
 SPLITS = {
@@ -78,41 +83,41 @@ def tree_bytes(directory: Path) -> dict[str, bytes]:
 
 # ----------------------------------------------------------------- contents
 def test_directory_layout_and_manifest(dataset):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     assert {"manifest.json", "land_mask.npy", "land_mask.pt", "store.zarr", "shards"} <= {
         p.name for p in dataset.iterdir()
     }
     assert not (dataset / ".journal").exists()
-    assert m["land_mask"]["valid"] == 94 and len(m["valid_patch_indices"]) == 94
-    assert {s: m["splits"][s]["windows"] for s in m["splits"]} == {"train": 4, "val": 1, "test": 1}
-    assert m["splits"]["train"]["samples"] == 4 * 3
-    counts = sorted(s["samples"] for s in m["shards"] if s["split"] == "train")
+    assert m.land_mask.valid == 94 and len(m.valid_patch_indices) == 94
+    assert {s: m.splits[s].windows for s in m.splits} == {"train": 4, "val": 1, "test": 1}
+    assert m.splits["train"].samples == 4 * 3
+    counts = sorted(s.samples for s in m.split_shards("train"))
     assert counts == [2, 2]  # 4 windows at most 3 a shard: balanced, not 3 + 1
     text = (dataset / "manifest.json").read_text()
     assert str(dt.date.today().year) not in text.replace("2000", "")  # no wall-clock time
-    assert m["variables"]["precip"]["units"] == "mm" and m["variables"]["temp"]["units"] == "degC"
-    assert m["normalization"]["precip"]["transform"] == "log1p"
-    assert m["normalization"]["riverflow"]["transform"] == "log1p"
-    assert m["catchments"]["boundaries"] == "polygons"
+    assert m.variables["precip"].units == "mm" and m.variables["temp"].units == "degC"
+    assert m.normalization["precip"].transform == "log1p"
+    assert m.normalization["riverflow"].transform == "log1p"
+    assert m.catchments.boundaries == "polygons"
 
 
 def test_store_holds_the_raw_grids_as_patches(raw, dataset):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     ds = xr.open_zarr(dataset / STORE)
     assert ds["precip"].dims == ("time", "patch", "py", "px")
-    assert ds.sizes["time"] == 90 and ds["patch"].values.tolist() == m["store_patch_indices"]
+    assert ds.sizes["time"] == 90 and ds["patch"].values.tolist() == list(m.store_patch_indices)
     assert str(ds["time"].values[0])[:10] == "2000-01-01"
     with netCDF4.Dataset(raw / "rainfall_hadukgrid_uk_5km_day_20000201-20000229.nc") as nc:
         day = np.ma.filled(nc["rainfall"][4], np.nan)  # 2000-02-05: index 35
     grid = PatchGrid()
-    expected = patchify(day.astype(np.float32), grid)[m["store_patch_indices"]]
+    expected = patchify(day.astype(np.float32), grid)[list(m.store_patch_indices)]
     np.testing.assert_array_equal(ds["precip"].isel(time=35).values, expected)
     assert ds["evap"].dims == ("time", "catchment") and ds.sizes["catchment"] == 3
     assert ds["catchment_patch_weight"].dims == ("catchment", "patch")
 
 
 def test_store_images_come_back_on_the_british_national_grid(raw, dataset):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     grid = image_grid(open_store(dataset), "precip", m)
     assert grid.dims == ("time", "y", "x") and grid.shape == (90, 290, 180)
     assert grid["x"].values[0] == -197500.0 and grid["y"].values[-1] == 1247500.0
@@ -125,20 +130,37 @@ def test_store_images_come_back_on_the_british_national_grid(raw, dataset):
 def test_float16_images(raw, tmp_path):
     out = tmp_path / "half"
     run_job(make_config(raw, out, image_dtype="float16"))
-    m = read_manifest(out)
+    m = Manifest.read(out)
     assert open_store(out)["precip"].dtype == np.float16
-    with tarfile.open(out / SHARDS / m["shards"][0]["name"]) as tar:
+    with tarfile.open(out / SHARDS / m.shards[0].name) as tar:
         member = next(x for x in tar.getmembers() if x.name.endswith(".temp.npy"))
         assert decode_npy(tar.extractfile(member).read()).dtype == np.float16
 
 
+def test_webdataset_reads_the_shards_as_written(dataset):
+    """The shards are WebDataset's format: its own reader (the reference) gives every window,
+    in order, with the arrays hydromae's strict reader gives."""
+    import webdataset
+
+    for entry in Manifest.read(dataset).shards:
+        path = dataset / SHARDS / entry.name
+        ours = list(read_shard(path))
+        theirs = list(webdataset.WebDataset(str(path), shardshuffle=False).decode())
+        assert [s["__key__"] for s in theirs] == [w["__key__"] for w in ours]
+        assert len(theirs) == entry.samples
+        for sample, window in zip(theirs, ours, strict=True):
+            assert sample["meta.json"] == window["meta"]
+            for name in MODALITIES:
+                np.testing.assert_array_equal(sample[f"{name}.npy"], window[name])
+
+
 def test_shards_equal_the_store_bit_for_bit(dataset):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     ds = xr.open_zarr(dataset / STORE)
-    positions = np.searchsorted(m["store_patch_indices"], m["valid_patch_indices"])
+    positions = m.store_positions()
     seen = []
-    for entry in m["shards"]:
-        with tarfile.open(dataset / SHARDS / entry["name"]) as tar:
+    for entry in m.shards:
+        with tarfile.open(dataset / SHARDS / entry.name) as tar:
             members = tar.getmembers()
             assert all(mem.mtime == 0 and mem.uid == 0 and mem.uname == "" for mem in members)
             data = {mem.name: tar.extractfile(mem).read() for mem in members}
@@ -148,7 +170,7 @@ def test_shards_equal_the_store_bit_for_bit(dataset):
             idx = [i for i, n in enumerate(names) if n.startswith(key + ".")]
             assert idx == list(range(idx[0], idx[0] + 6))
             meta = json.loads(data[f"{key}.meta.json"])
-            assert meta["split"] == entry["split"]
+            assert meta["split"] == entry.split
             start = dt.date.fromisoformat(meta["start"])
             t0 = (start - dt.date(2000, 1, 1)).days
             for var in ("precip", "soil", "temp"):
@@ -161,7 +183,7 @@ def test_shards_equal_the_store_bit_for_bit(dataset):
                     decode_npy(data[f"{key}.{var}.npy"]),
                     ds[var].isel(time=slice(t0, t0 + 20)).values,
                 )
-            seen.append((entry["split"], meta["start"]))
+            seen.append((entry.split, meta["start"]))
     for split, start in seen:  # windows never straddle a split boundary
         a, b = (dt.date.fromisoformat(x) for x in SPLITS[split].split(":"))
         s = dt.date.fromisoformat(start)
@@ -169,17 +191,17 @@ def test_shards_equal_the_store_bit_for_bit(dataset):
 
 
 def test_normalisation_statistics_match_numpy(raw, dataset):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     land = np.load(dataset / "land_mask.npy")
     train = xr.concat(
         [xr.open_dataset(p)["rainfall"] for p in sorted(raw.glob("rainfall_*.nc"))], dim="time"
     ).sel(time=slice("2000-01-01", "2000-02-19T23:59"))
     values = train.values[:, land].astype(np.float32).astype(np.float64)  # as stored
     values = np.log1p(values[np.isfinite(values)])
-    stats = m["normalization"]["precip"]
-    assert stats["count"] == values.size == 50 * land.sum()
-    assert stats["mean"] == pytest.approx(values.mean(), rel=1e-12)
-    assert stats["std"] == pytest.approx(values.std(), rel=1e-10)
+    stats = m.normalization["precip"]
+    assert stats.count == values.size == 50 * land.sum()
+    assert stats.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert stats.std == pytest.approx(values.std(), rel=1e-10)
     flow = pd.concat(
         [
             pd.read_csv(p, index_col="date")["discharge_spec"].loc["2000-01-01":"2000-02-19"]
@@ -187,12 +209,12 @@ def test_normalisation_statistics_match_numpy(raw, dataset):
         ]
     ).to_numpy(np.float32)
     flow = np.log1p(flow[np.isfinite(flow)].astype(np.float64))
-    assert m["normalization"]["riverflow"]["mean"] == pytest.approx(flow.mean(), rel=1e-12)
-    assert m["normalization"]["riverflow"]["std"] == pytest.approx(flow.std(), rel=1e-10)
+    assert m.normalization["riverflow"].mean == pytest.approx(flow.mean(), rel=1e-12)
+    assert m.normalization["riverflow"].std == pytest.approx(flow.std(), rel=1e-10)
 
 
 def test_normalizer_round_trips_numpy_and_torch(dataset):
-    norm = Normalizer.from_manifest(read_manifest(dataset))
+    norm = Manifest.read(dataset).normalizer()
     x = np.array([0.0, 0.5, 3.0, 40.0], dtype=np.float64)
     z = norm.normalize("precip", x)
     s = norm.stats["precip"]
@@ -239,14 +261,14 @@ def test_long_table_equals_per_gauge_files(raw, tmp_path):
 
 
 def test_catchment_weights_from_polygons_and_discs(raw, dataset, tmp_path):
-    m = read_manifest(dataset)
+    m = Manifest.read(dataset)
     disc = tmp_path / "disc"
     run_job(make_config(raw, disc, boundaries=None))
-    d = read_manifest(disc)
-    assert d["catchments"]["boundaries"] == "discs"
+    d = Manifest.read(disc)
+    assert d.catchments.boundaries == "discs"
     for poly, circle in zip(
-        m["catchments"]["catchment_patch_weight"],
-        d["catchments"]["catchment_patch_weight"],
+        m.catchments.catchment_patch_weight,
+        d.catchments.catchment_patch_weight,
         strict=True,
     ):
         assert sum(poly.values()) == pytest.approx(1.0, abs=1e-5)
@@ -257,7 +279,7 @@ def test_catchment_weights_from_polygons_and_discs(raw, dataset, tmp_path):
 # ----------------------------------------------------------------- resumable, distributed
 def test_killed_runs_resume_to_byte_identical_output(raw, dataset, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "pipeline.cli", *cli_args(raw, out)]
+    command = [sys.executable, "-m", "hydromae", *cli_args(raw, out)]
     for stage in ("block-", "shard-"):  # kill once among the images, once among the shards
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -393,7 +415,7 @@ def test_inspect_validates_and_names_corruption(dataset, tmp_path, capsys):
 
 def test_progress_is_shown(raw, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *cli_args(raw, tmp_path / "p", progress=True)],
+        [sys.executable, "-m", "hydromae", *cli_args(raw, tmp_path / "p", progress=True)],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "80"},
@@ -403,10 +425,10 @@ def test_progress_is_shown(raw, tmp_path):
 
 
 def test_windows_expand_to_catchment_samples_that_collate(dataset):
-    m = read_manifest(dataset)
-    table = CatchmentTable.from_manifest(m)
-    windows = list(read_shard(dataset / SHARDS / m["shards"][0]["name"]))
-    assert len(windows) == m["shards"][0]["samples"]
+    m = Manifest.read(dataset)
+    table = m.catchment_table()
+    windows = list(read_shard(dataset / SHARDS / m.shards[0].name))
+    assert len(windows) == m.shards[0].samples
     samples = expand(windows[0], table)
     assert [s["catchment_index"] for s in samples] == [0, 1, 2]
     assert samples[0]["precip"] is samples[1]["precip"]  # the window is read once, shared
@@ -417,7 +439,7 @@ def test_windows_expand_to_catchment_samples_that_collate(dataset):
     np.testing.assert_array_equal(samples[2]["riverflow"], windows[0]["riverflow"][:, 2])
     assert table.weight.shape == (3, 94) and table.static.shape == (3, 3)
     collate = MultiScaleMaskedCollate(
-        seq_len=20, land_mask_path=dataset / "land_mask.pt", patch_indices=m["valid_patch_indices"]
+        seq_len=20, land_mask_path=dataset / "land_mask.pt", patch_indices=m.valid_patch_indices
     )
     batch = collate(samples)
     assert batch["precip"].shape == (3, 20, 94, 100) and batch["catchment_weight"].shape == (3, 94)

@@ -12,8 +12,12 @@ import xarray as xr
 from conftest import SMALL_H, SMALL_VALID, SMALL_W, small_land_mask
 
 from pipeline import config
-from pipeline.dataset import SHARDS, decode_npy, open_store, read_manifest
-from preprocessing.job import PreprocessConfig, run_job
+from pipeline.manifest import Manifest
+from pipeline.npy import decode_npy
+from pipeline.schema import SHARDS
+from pipeline.store import open_store
+from preprocessing.job import run_job
+from preprocessing.plan import PreprocessConfig
 
 DAYS = 40
 START = dt.date(2001, 1, 1)
@@ -79,26 +83,26 @@ def dataset(tmp_path_factory):
 def test_another_grid_goes_through_configuration(dataset):
     raw, fields = dataset
     out = raw / "dataset"
-    m = read_manifest(out)
-    assert (m["grid"]["height"], m["grid"]["width"]) == (SMALL_H, SMALL_W)
-    assert m["valid_patch_indices"] == SMALL_VALID
-    assert m["splits"]["train"]["windows"] == 5 and m["splits"]["val"]["windows"] == 1
-    assert m["variables"]["temp"]["units"] == "degC"
-    assert m["variables"]["riverflow"]["units"] == "m3/s"
-    assert m["catchments"]["ids"] == ["A1", "B2"] and m["catchments"]["boundaries"] == "discs"
+    m = Manifest.read(out)
+    assert (m.grid.height, m.grid.width) == (SMALL_H, SMALL_W)
+    assert list(m.valid_patch_indices) == SMALL_VALID
+    assert m.splits["train"].windows == 5 and m.splits["val"].windows == 1
+    assert m.variables["temp"].units == "degC"
+    assert m.variables["riverflow"].units == "m3/s"
+    assert m.catchments.ids == ("A1", "B2") and m.catchments.boundaries == "discs"
     store = open_store(out)
     t = store["temp"].isel(time=3).values  # [N_store, p, p]
     land = ~np.isnan(t)
     expected = fields["t2m"][1][3].astype(np.float32).astype(np.float64) - 273.15
     stored = np.full((SMALL_H, SMALL_W), np.nan)
-    for i, patch in enumerate(m["store_patch_indices"]):
+    for i, patch in enumerate(m.store_patch_indices):
         r, c = divmod(patch, 3)
         stored[r * 10 : r * 10 + 10, c * 10 : c * 10 + 10] = t[i]
     np.testing.assert_allclose(stored, expected.astype(np.float32), rtol=0, atol=1e-4)
     assert land.sum() == small_land_mask().sum()  # every land cell lies in a stored patch
     assert np.isnan(store["riverflow"].values[3, 0])
-    with tarfile.open(out / SHARDS / m["shards"][0]["name"]) as tar:
+    with tarfile.open(out / SHARDS / m.shards[0].name) as tar:
         member = next(x for x in tar.getmembers() if x.name.endswith(".precip.npy"))
         assert decode_npy(tar.extractfile(member).read()).shape == (10, 7, 10, 10)
-    weights = m["catchments"]["catchment_patch_weight"]
-    assert set(weights[0]) == {"0"} and sum(weights[0].values()) < 1.0  # a disc over the coast
+    weights = m.catchments.catchment_patch_weight
+    assert set(weights[0]) == {0} and sum(weights[0].values()) < 1.0  # a disc over the coast

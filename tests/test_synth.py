@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from matplotlib.path import Path as MplPath
 
-from pipeline.cli import main as cli_main
+from hydromae.cli import main as cli_main
 from pipeline.landmask import load_land_mask, reference_mask_path
 from preprocessing.gridfile import open_grid
 from preprocessing.synth import generate

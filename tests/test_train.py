@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from hydromae.cli import main
 from pipeline import config
-from pipeline.cli import main
-from preprocessing.job import PreprocessConfig, run_job
+from preprocessing.job import run_job
+from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
 
 STEPS = 6
@@ -60,7 +61,7 @@ def test_a_killed_run_resumes_to_the_same_losses(data, tmp_path):
     # every run in a fresh process of its own, as a user runs them: the libraries a long
     # pytest process has loaded can change which OpenMP runtime does the sums
     straight = tmp_path / "straight"
-    cli = [sys.executable, "-m", "pipeline.cli"]
+    cli = [sys.executable, "-m", "hydromae"]
     assert subprocess.run([*cli, *train_args(data, straight)], capture_output=True).returncode == 0
     expected = losses(straight)
     assert sorted(expected) == list(range(1, STEPS + 1))
@@ -87,7 +88,7 @@ def test_two_process_ddp_trains_and_ranks_agree(data, tmp_path):
     run = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
     done = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "hydromae",
          *train_args(data, run)[:-1], "--steps", "3"],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -1,4 +1,5 @@
-"""Self-contained checkpoints, written atomically, refused against another dataset.
+"""A run's files, and self-contained checkpoints: written atomically, refused against
+another dataset, and turned back into the model they hold.
 
 A checkpoint holds everything a run needs to continue exactly: model, optimizer,
 scheduler, loader state, every random state, the configuration, the geometry and valid
@@ -15,7 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.dataset import MANIFEST, atomic_file, file_sha256
+from pipeline.files import atomic_file, file_sha256
+from pipeline.normalize import Normalizer
+from pipeline.schema import MANIFEST
+from training.model import Geometry, HydroMAE, ModelConfig
+
+# the files of a run directory (``hydromae train --out RUN_DIR``)
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+RUN_CONFIG = "config.json"
 
 
 def manifest_hash(data_dir: str | Path) -> str:
@@ -57,3 +66,22 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]
             "differs): evaluate or resume it on the dataset it was trained on"
         )
     return state
+
+
+def load_model(
+    run: Path, data: Path | None, name: str = CHECKPOINT
+) -> tuple[HydroMAE, dict[str, Any]]:
+    """The model of a run's checkpoint, in eval mode (refused against another dataset)."""
+    state = load(run / name, data)
+    model = HydroMAE(
+        ModelConfig(**state["model_config"]),
+        Geometry(
+            **{
+                **state["geometry"],
+                "valid_patch_indices": tuple(state["geometry"]["valid_patch_indices"]),
+            }
+        ),
+        Normalizer.from_state_dict(state["normalizer"]),
+    )
+    model.load_state_dict(state["model"])
+    return model.eval(), state

@@ -9,7 +9,6 @@ split and writes ``features (window, catchment, feature)`` to NetCDF (``.nc``) o
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +18,11 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from pipeline import config
-from pipeline.dataset import read_manifest
 from pipeline.loader import build_loader
-from training.evaluate import load_model
+from pipeline.manifest import Manifest
+from pipeline.schema import SPLITS
+from training.checkpoint import CHECKPOINT, load_model
 from training.model import HydroMAE
-from training.train import CHECKPOINT
 
 
 class Encoder(nn.Module):
@@ -35,7 +33,7 @@ class Encoder(nn.Module):
         self.model = model
 
     def forward(self, batch: dict) -> Tensor:
-        h, _, _ = self.model.encode(batch)  # [B, 1 + S_visible, D]
+        h, _, _ = self.model.forward_encoder(batch)  # [B, 1 + S_visible, D]
         return h.mean(dim=1)
 
 
@@ -53,25 +51,21 @@ class EmbedConfig:
     out: Path = field(
         metadata={"path": True, "metavar": "FILE", "help": ".nc for NetCDF, else Zarr"}
     )
-    split: str = field(default="val", metadata={"choices": ("train", "val", "test")})
+    split: str = field(default="val", metadata={"choices": SPLITS})
     batch_size: int = 8
     workers: int = 0
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, EmbedConfig)
-
-
 def embed(cfg: EmbedConfig) -> xr.Dataset:
-    manifest = read_manifest(cfg.data)
+    manifest = Manifest.read(cfg.data)
     encoder = load_encoder(Path(cfg.run) / CHECKPOINT, cfg.data)
     state_cfg = encoder.model.geometry
     loader = build_loader(
         source=str(cfg.data), split=cfg.split, mode="val", batch_size=cfg.batch_size,
         num_workers=cfg.workers, mask_mode=state_cfg.mask_mode, rank=0, world_size=1,
     )  # fmt: skip
-    starts = manifest["splits"][cfg.split]["window_starts"]
-    ids = manifest["catchments"]["ids"]
+    starts = [s.isoformat() for s in manifest.split(cfg.split).window_starts]
+    ids = list(manifest.catchments.ids)
     features = np.full((len(starts), len(ids), encoder.model.cfg.dim), np.nan, dtype=np.float32)
     where = {s: i for i, s in enumerate(starts)}
     with torch.no_grad():
@@ -86,7 +80,7 @@ def embed(cfg: EmbedConfig) -> xr.Dataset:
             "catchment": np.array(ids, dtype=object),
             "feature": np.arange(features.shape[-1]),
         },
-        attrs={"split": cfg.split, "run": str(cfg.run), "window_days": manifest["window"]},
+        attrs={"split": cfg.split, "run": str(cfg.run), "window_days": manifest.window},
     )
     ds["window"].attrs["long_name"] = "first day of the window"
     ds["features"].attrs["long_name"] = "mean of the encoder's output tokens, nothing masked"
@@ -98,8 +92,3 @@ def embed(cfg: EmbedConfig) -> xr.Dataset:
         ds.to_zarr(out, mode="w", zarr_format=3, consolidated=False)
     print(f"wrote {out}: {np.isfinite(features[..., 0]).sum()} (window, catchment) features")
     return ds
-
-
-def run(args: argparse.Namespace) -> int:
-    embed(config.from_args(EmbedConfig, args))
-    return 0

@@ -11,7 +11,6 @@ Padding samples (``weight`` 0) are never scored.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import config
-from pipeline.collate import IMAGE_MODALITIES, MODALITIES
-from pipeline.dataset import LAND_MASK_NPY, open_store, read_manifest
-from pipeline.grid import PatchGrid
 from pipeline.loader import build_loader
+from pipeline.manifest import Manifest
 from pipeline.masking import new_generator
 from pipeline.normalize import Normalizer
-from training import checkpoint
+from pipeline.schema import IMAGE_MODALITIES, LAND_MASK_NPY, MODALITIES, SPLITS
+from pipeline.store import open_store
 from training.baselines import (
     HARMONICS,
     Climatology,
@@ -36,11 +33,11 @@ from training.baselines import (
     neighbour_mean,
     patch_neighbours,
 )
+from training.checkpoint import load_model
 from training.loss import modality_slices
-from training.metrics import CatchmentSeries, ErrorSums
-from training.model import Geometry, HydroMAE, ModelConfig, normalised
+from training.metrics import ErrorSums, FlowRecords
+from training.model import normalised
 from training.plots import DayMaps, Hydrograph, plot_day_maps, plot_hydrograph
-from training.train import CHECKPOINT
 
 METHODS = ("model", "climatology", "interpolation", "neighbours")
 STRATEGIES = ("seed", "block", "riverflow")
@@ -50,7 +47,7 @@ STRATEGIES = ("seed", "block", "riverflow")
 class EvaluateConfig:
     run: Path = field(metadata={"path": True, "metavar": "RUN_DIR"})
     data: Path = field(metadata={"path": True, "metavar": "DIR"})
-    split: str = field(default="val", metadata={"choices": ("train", "val", "test")})
+    split: str = field(default="val", metadata={"choices": SPLITS})
     out: Path = field(default=Path("metrics.json"), metadata={"path": True, "metavar": "JSON"})
     batch_size: int = 8
     workers: int = 0
@@ -61,44 +58,21 @@ class EvaluateConfig:
     )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, EvaluateConfig)
-
-
-def load_model(
-    run: Path, data: Path | None, name: str = CHECKPOINT
-) -> tuple[HydroMAE, dict[str, Any]]:
-    """The model of a run's checkpoint, in eval mode (refused against another dataset)."""
-    state = checkpoint.load(run / name, data)
-    model = HydroMAE(
-        ModelConfig(**state["model_config"]),
-        Geometry(
-            **{
-                **state["geometry"],
-                "valid_patch_indices": tuple(state["geometry"]["valid_patch_indices"]),
-            }
-        ),
-        Normalizer.from_state_dict(state["normalizer"]),
-    )
-    model.load_state_dict(state["model"])
-    return model.eval(), state
-
-
-def fit_climatology(
-    data: Path, manifest: dict[str, Any], norm: Normalizer
-) -> dict[str, Climatology]:
+def fit_climatology(data: Path, manifest: Manifest, norm: Normalizer) -> dict[str, Climatology]:
     """Per valid pixel and per catchment, in normalised units, over the training period."""
     store = open_store(data)
-    positions = np.searchsorted(manifest["store_patch_indices"], manifest["valid_patch_indices"])
-    train = manifest["splits"]["train"]
+    positions = manifest.store_positions()
+    train = manifest.split("train")
     days = store["time"].to_index()
-    rows = np.flatnonzero((days >= train["start"]) & (days <= f"{train['end']}T23:59"))
+    rows = np.flatnonzero(
+        (days >= train.start.isoformat()) & (days <= f"{train.end.isoformat()}T23:59")
+    )
     doy = days.day_of_year.to_numpy()
     clim: dict[str, Climatology] = {}
     for name in MODALITIES:
         array = store[name]
         series = None
-        for block in np.array_split(rows, max(1, len(rows) // manifest["window"])):
+        for block in np.array_split(rows, max(1, len(rows) // manifest.window)):
             values = array.isel(time=block).values  # [t, N_store, p, p] or [t, C]
             if name in IMAGE_MODALITIES:
                 values = values[:, positions]
@@ -132,7 +106,7 @@ def harder(batch: dict[str, Any], strategy: str, seed: int) -> dict[str, Any]:
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    manifest = read_manifest(cfg.data)
+    manifest = Manifest.read(cfg.data)
     model, state = load_model(Path(cfg.run), Path(cfg.data))
     norm = model.normalizer
     train_cfg = state["config"]
@@ -142,8 +116,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         rank=0, world_size=1,
     )  # fmt: skip
     clim = fit_climatology(Path(cfg.data), manifest, norm)
-    valid_idx = torch.tensor(manifest["valid_patch_indices"])
-    adjacency = patch_neighbours(valid_idx, manifest["grid"]["patch_cols"])
+    valid_idx = torch.tensor(manifest.valid_patch_indices)
+    adjacency = patch_neighbours(valid_idx, manifest.grid.patch_cols)
     units = ("normalised", "physical")
     sums = {
         (s, m, method, u): ErrorSums()
@@ -152,7 +126,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         for method in METHODS
         for u in units
     }
-    flows = {(s, method): CatchmentSeries() for s in STRATEGIES for method in METHODS}
+    flows = {(s, method): FlowRecords() for s in STRATEGIES for method in METHODS}
     p = model.geometry.patch_pixels
     shown: dict[tuple[str, str, str], torch.Tensor] = {}  # first batch, for the pictures
     total = min(len(loader), cfg.max_batches or len(loader))
@@ -218,7 +192,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 for method in METHODS
                 if sums[(strategy, m, method, "normalised")].count
             }
-            entry[m]["units"] = manifest["variables"][m]["units"]
+            entry[m]["units"] = manifest.variables[m].units
         entry["riverflow_catchments"] = {
             method: flows[(strategy, method)].summary()
             for method in METHODS
@@ -235,7 +209,7 @@ def draw_examples(
     batch: dict[str, Any],
     seen: dict[str, Any],
     shown: dict[tuple[str, str, str], torch.Tensor],
-    manifest: dict[str, Any],
+    manifest: Manifest,
     cfg: EvaluateConfig,
 ) -> list[Path]:
     """The first batch's pictures, beside ``cfg.out``: the middle day's maps of the real
@@ -246,10 +220,9 @@ def draw_examples(
     b = int(real[int(np.argmax(spread))]) if real.size else 0
     t = batch["evap"].shape[1]
     day = t // 2
-    g = manifest["grid"]
-    grid = PatchGrid(g["height"], g["width"], g["patch_size"])
-    valid_idx = np.asarray(manifest["valid_patch_indices"])
-    units = {m: manifest["variables"][m]["units"] for m in MODALITIES}
+    grid = manifest.patch_grid()
+    valid_idx = np.asarray(manifest.valid_patch_indices)
+    units = {m: manifest.variables[m].units for m in MODALITIES}
     start = np.datetime64(batch["start"][b], "D")
     dates = start + np.arange(t)
     key = batch["sample_key"][b]
@@ -321,8 +294,3 @@ def table(result: dict[str, Any]) -> str:
                 f"{flow['nse_catchments']} catchments"
             )
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    evaluate(config.from_args(EvaluateConfig, args))
-    return 0

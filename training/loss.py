@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pipeline.collate import IMAGE_MODALITIES, MODALITIES
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES
 
 
 @dataclass

@@ -55,7 +55,7 @@ def kge(sim: np.ndarray, obs: np.ndarray) -> float:
 
 
 @dataclass
-class CatchmentSeries:
+class FlowRecords:
     """Masked riverflow predictions and observations per catchment, in physical units."""
 
     sim: dict[int, list[float]] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.grid import PatchGrid, unpatchify
-from pipeline.viz import draw_coastline
+from pipeline.pictures import draw_coastline
 
 OCEAN, HIDDEN = "#dbe9f6", "#9a9a9a"
 LABELS = {

@@ -14,7 +14,6 @@ per modality), ``tensorboard/`` (the same scalars), ``config.json`` and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -30,19 +29,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipeline import config
-from pipeline.collate import MODALITIES
-from pipeline.dataset import read_manifest
 from pipeline.loader import HydroLoader, build_loader
-from pipeline.normalize import Normalizer
+from pipeline.manifest import Manifest
+from pipeline.schema import MASK_MODES, MODALITIES, READERS
 from training import checkpoint
-from training.loss import LossConfig, mae_loss
+from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
+from training.loss import LossConfig
 from training.model import DECODERS, PRESETS, Geometry, HydroMAE, ModelConfig
 from training.optim import adamw, warmup_cosine
 from training.plots import plot_curves
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
 
 
 @dataclass
@@ -56,8 +51,8 @@ class TrainConfig:
     cross_fraction: float = field(
         default=1.0, metadata={"help": "CrossMAE: share of masked tokens reconstructed a step"}
     )
-    mask_mode: str = field(default="unified", metadata={"choices": ("unified", "independent")})
-    reader: str = field(default="shards", metadata={"choices": ("shards", "zarr")})
+    mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    reader: str = field(default="shards", metadata={"choices": READERS})
     shards: list[str] = field(
         default_factory=list,
         metadata={
@@ -106,23 +101,7 @@ class TrainConfig:
     )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, TrainConfig)
-
-
-def geometry_of(manifest: dict[str, Any], mask_mode: str) -> Geometry:
-    g = manifest["grid"]
-    return Geometry(
-        patch_rows=g["patch_rows"],
-        patch_cols=g["patch_cols"],
-        patch_pixels=g["patch_size"] ** 2,
-        valid_patch_indices=tuple(manifest["valid_patch_indices"]),
-        static_attributes=len(manifest["catchments"]["static_attributes"]),
-        mask_mode=mask_mode,
-    )
-
-
-def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> HydroMAE:
+def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg = ModelConfig.preset(cfg.preset)
     model_cfg.decoder = cfg.decoder
     model_cfg.cross_fraction = cfg.cross_fraction
@@ -133,7 +112,7 @@ def build_model(cfg: TrainConfig, manifest: dict[str, Any]) -> HydroMAE:
             "are in normalised units: add --no-hints"
         )
     return HydroMAE(
-        model_cfg, geometry_of(manifest, cfg.mask_mode), Normalizer.from_manifest(manifest)
+        model_cfg, Geometry.from_manifest(manifest, cfg.mask_mode), manifest.normalizer()
     )
 
 
@@ -173,7 +152,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- data, model, optimizer, schedule
-    manifest = read_manifest(cfg.data)
+    manifest = Manifest.read(cfg.data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, manifest).to(device)
     raw_model = model
@@ -211,7 +190,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         step = state["step"]
     elif main:
         (out / METRICS).unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
+        (out / RUN_CONFIG).write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
 
     # ---- the loop
     logged: list[dict[str, Any]] = []
@@ -244,9 +223,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
                 with autocast, sync:
                     groups = model(batch)
-                    loss, per = mae_loss(
-                        groups, raw_model.groups, raw_model.geometry.patch_pixels, loss_cfg
-                    )
+                    loss, per = raw_model.forward_loss(groups, loss_cfg)
                     (loss / cfg.accumulate).backward()
                 total += loss.item() / cfg.accumulate
                 for k, v in per.items():
@@ -327,7 +304,7 @@ def validate(
         for i, batch in enumerate(loader):
             if batches and i >= batches:
                 break
-            loss, per = mae_loss(model(batch), model.groups, model.geometry.patch_pixels, loss_cfg)
+            loss, per = model.forward_loss(model(batch), loss_cfg)
             sums += torch.tensor([1.0, loss.item(), *(per[m].item() for m in MODALITIES)])
     model.train()
     if ddp:
@@ -362,7 +339,7 @@ def _save(path, model, optimizer, scheduler, loader, step, cfg, manifest, ddp) -
                 "geometry": asdict(model.geometry),
                 "normalizer": model.normalizer.state_dict(),
                 "manifest_sha256": checkpoint.manifest_hash(cfg.data),
-                "format_version": manifest["format_version"],
+                "format_version": manifest.format_version,
             },
         )
     if ddp:
@@ -381,8 +358,3 @@ def _check_ranks_agree(model: HydroMAE, out: Path, main: bool) -> None:
             fh.write(json.dumps({"ranks_agree": agree, "world_size": len(gathered)}) + "\n")
     if not agree:
         raise RuntimeError("DDP ranks ended with different weights")
-
-
-def run(args: argparse.Namespace) -> int:
-    train(config.from_args(TrainConfig, args))
-    return 0

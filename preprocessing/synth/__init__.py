@@ -13,7 +13,6 @@ seed=...)``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ import pandas as pd
 from scipy import sparse
 from tqdm import tqdm
 
-from pipeline import config
 from preprocessing.synth import camels, layout
 from preprocessing.synth.boundaries import write_geojson
 from preprocessing.synth.geography import (
@@ -39,7 +37,7 @@ from preprocessing.synth.hydrology import flow_gaps, route
 from preprocessing.synth.model import DailyModel, Day
 from preprocessing.synth.netcdf import VARIABLES, file_name, write_month
 
-__all__ = ["GENERATOR_VERSION", "Summary", "SynthConfig", "configure", "generate", "run"]
+__all__ = ["GENERATOR_VERSION", "Summary", "SynthConfig", "generate"]
 
 GENERATOR_VERSION = "1"
 SPIN_UP_DAYS = 120
@@ -66,10 +64,6 @@ class Summary:
     last: dt.date
     gauge_ids: tuple[int, ...]
     bytes: int
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, SynthConfig)
 
 
 def parse_start(start: str | dt.date) -> dt.date:
@@ -129,7 +123,7 @@ def _catchment_means(weights: sparse.csr_matrix, day: Day) -> np.ndarray:
 
 def _series(
     c: Catchment, means: np.ndarray, wind: np.ndarray, elev_mean: float, rng: np.random.Generator
-) -> camels.CatchmentSeries:
+) -> camels.HydrometSeries:
     """Build one catchment's CAMELS-GB series from ``means`` ``[time, len(_MEANS)]``."""
     m = dict(zip(_MEANS, means.T, strict=True))
     rain, tas = m["rainfall"], m["tas"]
@@ -141,7 +135,7 @@ def _series(
     dew = m["tasmin"] + 1.5 * cloud
     vapour = 0.6108 * np.exp(17.27 * dew / (dew + 237.3))  # kPa
     speed = np.hypot(wind[:, 0], wind[:, 1]) / 86.4  # km/day -> m/s
-    return camels.CatchmentSeries(
+    return camels.HydrometSeries(
         precipitation=rain,
         pet=m["pet"],
         peti=m["pet"] * (1.0 + 0.3 * cloud),
@@ -281,21 +275,3 @@ def generate(
         gauge_ids=tuple(ids),
         bytes=sum(p.stat().st_size for p in written),
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config.from_args(SynthConfig, args)
-    summary = generate(
-        cfg.out,
-        start=cfg.start,
-        days=cfg.days,
-        catchments=cfg.catchments,
-        seed=cfg.seed,
-        progress=cfg.progress,
-    )
-    print(
-        f"wrote {summary.files} files ({summary.bytes / 1e6:.1f} MB) to {summary.out}: "
-        f"{summary.first} to {summary.last}, {len(summary.gauge_ids)} catchments; "
-        f"next: hydromae preprocess --config {summary.out / layout.TOML}"
-    )
-    return 0

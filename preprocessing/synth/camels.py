@@ -43,7 +43,7 @@ DECIMALS = {  # as published: 2 decimals, 3 for discharge
 
 
 @dataclass
-class CatchmentSeries:
+class HydrometSeries:
     """One catchment's daily series, each ``[time]`` float64 in CAMELS-GB units.
 
     precipitation, pet, peti (mm/day); temperature (degC); discharge_spec (mm/day, NaN =
@@ -68,7 +68,7 @@ def series_name(gauge_id: int, first: dt.date, last: dt.date) -> str:
 
 
 def write_series(
-    path: Path, dates: pd.DatetimeIndex, series: CatchmentSeries, area_km2: float
+    path: Path, dates: pd.DatetimeIndex, series: HydrometSeries, area_km2: float
 ) -> None:
     """One CSV with exactly the CAMELS-GB header; ``discharge_vol = spec * area / 86.4`` (m3/s)."""
     spec = np.round(series.discharge_spec, DECIMALS["discharge_spec"])
@@ -141,7 +141,7 @@ def _runs(flags: np.ndarray) -> float:
     return float(np.mean(np.flatnonzero(d == -1) - np.flatnonzero(d == 1)))
 
 
-def climatic_attributes(ids: list[int], series: list[CatchmentSeries]) -> pd.DataFrame:
+def climatic_attributes(ids: list[int], series: list[HydrometSeries]) -> pd.DataFrame:
     """CAMELS-GB climatic table from the generated series (mm/day, fractions, days).
 
     ``high_prec`` days have P >= 5 p_mean, ``low_prec`` days P < 1 mm; frequencies in days
@@ -168,7 +168,7 @@ def climatic_attributes(ids: list[int], series: list[CatchmentSeries]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def hydrologic_attributes(ids: list[int], series: list[CatchmentSeries]) -> pd.DataFrame:
+def hydrologic_attributes(ids: list[int], series: list[HydrometSeries]) -> pd.DataFrame:
     """CAMELS-GB hydrologic table from the observed (non-missing) flow days.
 
     q_mean (mm/day), runoff_ratio (q_mean / p_mean over the same days), baseflow_index

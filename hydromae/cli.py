@@ -1,9 +1,7 @@
-"""The ``hydromae`` command.
+"""The ``hydromae`` command: one subcommand per module of this package.
 
-Each subcommand lives in the module that owns its job and exposes ``configure(parser)``
-and ``run(args) -> int``. Modules are imported only when their command runs, so that
-``hydromae --help`` is quick and the package import graph (preprocessing -> pipeline <-
-training) stays as DESIGN.md draws it: the command line sits above all three.
+Each subcommand's module exposes ``configure(parser)`` and ``run(args) -> int``; it is
+imported only when its command runs, so that ``hydromae --help`` is quick.
 """
 
 from __future__ import annotations
@@ -16,23 +14,26 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": (
-        "preprocessing.synth",
+        "hydromae.synth",
         "write synthetic Great Britain hydrology in the real file formats",
     ),
     "landmask": (
-        "preprocessing.landmask",
+        "hydromae.landmask",
         "derive the land mask from gridded NetCDF, or print a mask's patch table",
     ),
     "preprocess": (
-        "preprocessing.job",
+        "hydromae.preprocess",
         "raw NetCDF grids and catchment series to a Zarr store and WebDataset shards",
     ),
-    "inspect": ("pipeline.inspect", "summarise a dataset directory and validate its checksums"),
-    "train": ("training.train", "train the multi-modal MAE, on one process or under torchrun"),
-    "evaluate": ("training.evaluate", "score a run against baselines on the same masks"),
-    "embed": ("training.embed", "write encoder features per (window, catchment)"),
-    "viz-mask": ("pipeline.viz", "draw the seed's mask visualization (red masked, green visible)"),
-    "demo": ("pipeline.demo", "run what exists end to end on the built-in synthetic default"),
+    "inspect": ("hydromae.inspect", "summarise a dataset directory and validate its checksums"),
+    "train": ("hydromae.train", "train the multi-modal MAE, on one process or under torchrun"),
+    "evaluate": ("hydromae.evaluate", "score a run against baselines on the same masks"),
+    "embed": ("hydromae.embed", "write encoder features per (window, catchment)"),
+    "viz-mask": (
+        "hydromae.viz_mask",
+        "draw the seed's mask visualization (red masked, green visible)",
+    ),
+    "demo": ("hydromae.demo", "run what exists end to end on the built-in synthetic default"),
 }
 
 

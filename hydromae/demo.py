@@ -1,6 +1,6 @@
 """The whole system, end to end, on the built-in Great Britain default (``make demo``).
 
-Steps, each through the same command line a user would type (``pipeline.cli.run_command``):
+Steps, each through the same command line a user would type (``hydromae.cli.run_command``):
 the patch table of the packaged land mask; synthetic raw data in the real HadUK-Grid and
 CAMELS-GB formats (``hydromae synth``) and a quick look at them; the dataset directory
 (``hydromae preprocess``) and its check (``hydromae inspect``); one masked batch of real
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import torch
 
+from hydromae.cli import run_command
 from pipeline import config
-from pipeline.cli import run_command
-from pipeline.collate import IMAGE_MODALITIES, VECTOR_MODALITIES
-from pipeline.dataset import LAND_MASK_PT
 from pipeline.landmask import reference_mask_path
 from pipeline.loader import build_loader
+from pipeline.schema import IMAGE_MODALITIES, LAND_MASK_PT, VECTOR_MODALITIES
 from preprocessing.synth.quicklook import quicklook
 
 STEPS = 8

@@ -1,52 +1,22 @@
-"""Draw the seed's mask visualization: red masked, green visible, ocean never touched.
+"""The mask picture: red masked, green visible, ocean never touched.
 
-``hydromae viz-mask --mask FILE --out mask_visualization_with_legend.png`` draws, for
-one sample of one masking collate: the image mask over days x valid patches, its
-spatial pattern on the patch grid for a few days (with the coastline), and the day mask
-of the two vector modalities, with a legend.
+``draw_masks`` draws, for one sample of a masking collate, the image mask over days x
+valid patches, its spatial pattern on the patch grid for a few days (with the coastline)
+and the day mask of the two series, with a legend: the original specification's
+``mask_visualization_with_legend.png``. ``draw_coastline`` is shared with the
+evaluation's maps (``training.plots``).
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline.collate import (
-    IMAGE_MODALITIES,
-    MASK_MODES,
-    VECTOR_MODALITIES,
-    MultiScaleMaskedCollate,
-)
+from pipeline.collate import MultiScaleMaskedCollate
+from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 
 RED, GREEN, OCEAN = "#d62728", "#2ca02c", "#dbe9f6"
-
-
-@dataclass
-class VizMaskConfig:
-    mask: Path | None = field(
-        default=None,
-        metadata={"metavar": "FILE", "help": "land mask .npy/.pt (default: packaged GB mask)"},
-    )
-    out: Path = field(
-        default=Path("mask_visualization_with_legend.png"), metadata={"metavar": "PNG"}
-    )
-    seq_len: int = 90
-    mask_ratio: float = 0.75
-    patch_size: int = 10
-    land_threshold: float = 0.5
-    mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
-    seed: int = 0
-    days: list[int] = field(
-        default_factory=lambda: [1, 2, 3, 4], metadata={"help": "days (1-based) to map"}
-    )
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser, VizMaskConfig)
 
 
 def draw_coastline(ax, land: np.ndarray, width: float = 0.5) -> None:
@@ -158,24 +128,3 @@ def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = config.from_args(VizMaskConfig, args)
-    from pipeline.landmask import load_land_mask, reference_mask_path
-
-    mask_path = cfg.mask or reference_mask_path()
-    height, width = load_land_mask(mask_path).shape
-    collate = MultiScaleMaskedCollate(
-        seq_len=cfg.seq_len,
-        mask_ratio=cfg.mask_ratio,
-        patch_size=cfg.patch_size,
-        image_height=height,
-        image_width=width,
-        land_mask_path=mask_path,
-        land_threshold=cfg.land_threshold,
-        mask_mode=cfg.mask_mode,
-        seed=cfg.seed,
-    )
-    print(f"wrote {draw_masks(collate, cfg.out, cfg.days)}")
-    return 0

@@ -1,0 +1,95 @@
+"""The loader's settings: one typed dataclass, loadable from TOML (``pipeline.config``).
+
+``pipeline.config.load(LoaderConfig, "loader.toml")`` reads the settings; keyword options
+to ``pipeline.loader.build_loader`` override them. ``docs/loader.md`` explains each one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.location import Retry
+from pipeline.schema import COLLATE_MODES, MASK_MODES, READERS
+
+CONTEXTS = ("forkserver", "spawn", "fork")
+SPARE_BUFFERS = 4  # recycled batch buffers per worker beyond prefetch_factor
+
+
+@dataclass
+class LoaderConfig:
+    """The loader's settings (``pipeline.config.load(LoaderConfig, "file.toml")`` reads TOML)."""
+
+    source: str = field(
+        metadata={"metavar": "DIR_OR_URL", "help": "dataset directory or URL (its manifest)"}
+    )
+    split: str = field(default="train", metadata={"help": "train, val or test"})
+    mode: str = field(
+        default="train",
+        metadata={
+            "choices": COLLATE_MODES,
+            "help": "train: shuffled, equal batches per rank, masks by (seed, epoch, key); "
+            "eval: every sample once, padded, masks by (seed, key); val: eval without masks",
+        },
+    )
+    reader: str = field(
+        default="shards", metadata={"choices": READERS, "help": "stream shards or cut Zarr windows"}
+    )
+    shards: list[str] = field(
+        default_factory=list,
+        metadata={"help": "shard locations (paths, URLs, pipe:CMD; {a..b} expands) "
+                  "instead of the source's shards of the split"},
+    )  # fmt: skip
+    batch_size: int = 32
+    num_workers: int = 2
+    seed: int = 0
+    catchments_per_window: int = field(
+        default=0, metadata={"help": "K random catchments per window in training (0: all)"}
+    )
+    shuffle_windows: int = field(
+        default=16, metadata={"help": "shuffle buffer, in windows (training)"}
+    )
+    stride: int = field(
+        default=0, metadata={"help": "zarr reader: days between window starts (0: manifest's)"}
+    )
+    mask_ratio: float = 0.75
+    mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    pin_memory: bool = False
+    multiprocessing_context: str = field(default="forkserver", metadata={"choices": CONTEXTS})
+    retries: int = field(default=3, metadata={"help": "retries of a shard that cannot be read"})
+    retry_backoff: float = field(
+        default=0.5, metadata={"help": "seconds before the first retry, doubled each time"}
+    )
+    timeout: float = field(default=60.0, metadata={"help": "network timeout, seconds"})
+
+    def check(self) -> None:
+        if self.mode not in COLLATE_MODES:
+            raise ValueError(f"mode must be one of {COLLATE_MODES}, got {self.mode!r}")
+        if self.reader not in READERS:
+            raise ValueError(f"reader must be one of {READERS}, got {self.reader!r}")
+        if self.multiprocessing_context not in CONTEXTS:
+            raise ValueError(
+                f"multiprocessing_context must be one of {CONTEXTS}, got "
+                f"{self.multiprocessing_context!r}"
+            )
+        for name in ("batch_size", "prefetch_factor", "shuffle_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("num_workers", "catchments_per_window", "stride", "retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.shards and self.reader != "shards":
+            raise ValueError("shards are given, but reader is not 'shards'")
+
+    def retry(self) -> Retry:
+        """How a shard (or the manifest, at a URL) that cannot be read is tried again."""
+        return Retry(self.retries, self.retry_backoff)
+
+    def pool_buffers(self) -> int:
+        """Recycled batch buffers per worker (at most); 0 with ``pin_memory``.
+
+        With ``pin_memory`` the DataLoader copies every batch into pinned memory as it
+        arrives, so each batch gets a one-off buffer (still one per batch, one descriptor).
+        """
+        return 0 if self.pin_memory else self.prefetch_factor + SPARE_BUFFERS

@@ -1,0 +1,158 @@
+"""The loader's epoch plans: which windows (and catchments) each rank and worker reads.
+
+Every choice is a pure function of its key, drawn from a generator keyed by
+``pipeline.masking.new_generator`` (stable across processes), so that an epoch's plan is a
+deterministic function of (seed, epoch, rank, world size, workers) and a resumed run can
+rebuild it and skip what was consumed:
+
+- which K catchments a window expands to: (seed, epoch, window key);
+- the order of the windows of an epoch: (seed, epoch); of shards when streaming;
+- the Zarr source's sample order within a block of windows: (seed, epoch, rank, block),
+  so that it does not depend on the workers.
+
+A *slot* is one (rank, worker) pair; slot ``rank * workers + worker``. Training gives every
+slot the same number of windows (the epoch's remainder is dropped, a different one each
+epoch) and so the same number of batches; evaluation gives every window exactly once and
+pads every slot (or rank) to the same number of batches with zero-weight samples.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.masking import new_generator
+from pipeline.schema import window_key
+from pipeline.window import balanced_ranges, ceil_div
+
+PAD = -1  # catchment_index (and plan entry) of a padding sample
+
+
+def choose_catchments(
+    n_catchments: int, k: int, seed: int, epoch: int, key: str, train: bool
+) -> list[int]:
+    """Catchments a window expands to: all, or (training) K drawn by (seed, epoch, key)."""
+    if not train or k <= 0 or k >= n_catchments:
+        return list(range(n_catchments))
+    pick = new_generator(seed, "catchments", epoch, key).choice(n_catchments, size=k, replace=False)
+    return sorted(int(c) for c in pick)
+
+
+def samples_per_window(n_catchments: int, k: int, train: bool) -> int:
+    return n_catchments if not train or k <= 0 or k >= n_catchments else k
+
+
+# ------------------------------------------------------------------ streaming plan
+@dataclass(frozen=True)
+class StreamPlan:
+    """One slot's share of an epoch of shards.
+
+    ``pieces``: ``(shard index, first window, windows)`` to read, in order; ``batches``: the
+    batches this slot yields (the same for every slot); ``windows``: its window count.
+    """
+
+    pieces: list[tuple[int, int, int]]
+    windows: int
+    batches: int
+
+
+def stream_plan(
+    counts: Sequence[int],
+    *,
+    train: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world: int,
+    worker: int,
+    workers: int,
+    per_window: int,
+    batch_size: int,
+) -> StreamPlan:
+    """Which windows of which shards slot (rank, worker) reads in ``epoch``.
+
+    The shards are put in an order ((seed, epoch) permutation in training, manifest order
+    otherwise) and their windows, end to end, are cut into ``world * workers`` contiguous
+    ranges, one per slot, rank-major. Training: every range has ``total // slots`` windows
+    and every slot yields ``windows * per_window // batch_size`` batches. Evaluation: the
+    ranges cover every window (counts within one) and every slot yields as many batches as
+    the largest needs, padded.
+    """
+    slots = world * workers
+    order = (
+        [int(i) for i in new_generator(seed, "shards", epoch).permutation(len(counts))]
+        if train
+        else list(range(len(counts)))
+    )
+    total = int(sum(counts))
+    if train:
+        size = total // slots
+        ranges = [(s * size, size) for s in range(slots)]
+        batches = size * per_window // batch_size
+    else:
+        ranges = balanced_ranges(total, slots)
+        batches = ceil_div(ranges[0][1] * per_window, batch_size)  # the first is the largest
+    start, size = ranges[rank * workers + worker]
+    pieces, offset = [], 0
+    for shard in order:
+        n = counts[shard]
+        lo, hi = max(start, offset), min(start + size, offset + n)
+        if lo < hi:
+            pieces.append((shard, lo - offset, hi - lo))
+        offset += n
+    return StreamPlan(pieces, size, batches)
+
+
+# ------------------------------------------------------------------ Zarr plan
+def zarr_plan(
+    starts: Sequence[dt.date],
+    n_catchments: int,
+    *,
+    train: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world: int,
+    k: int,
+    batch_size: int,
+    shuffle_windows: int,
+) -> np.ndarray:
+    """Rank ``rank``'s batches of ``epoch``: ``[N, B, 2]`` int64 of (window, catchment).
+
+    Training: the windows in a (seed, epoch) order, ``len // world`` contiguous ones per
+    rank; within each block of ``shuffle_windows`` windows their samples are shuffled
+    (keyed by (seed, epoch, rank, block)); the remainder of the last batch is dropped.
+    Evaluation: windows in order, balanced contiguous ranges per rank, every catchment,
+    padded with ``PAD`` entries to the largest rank's batch count. The plan does not depend
+    on the number of workers: workers take batches round-robin.
+    """
+    n = len(starts)
+    if train:
+        size = n // world
+        order = new_generator(seed, "windows", epoch).permutation(n)[
+            rank * size : (rank + 1) * size
+        ]
+        refs: list[tuple[int, int]] = []
+        for b0 in range(0, size, max(1, shuffle_windows)):
+            block = [
+                (int(w), c)
+                for w in order[b0 : b0 + max(1, shuffle_windows)]
+                for c in choose_catchments(
+                    n_catchments, k, seed, epoch, window_key(starts[int(w)]), True
+                )
+            ]
+            perm = new_generator(seed, "block", epoch, rank, b0).permutation(len(block))
+            refs += [block[int(i)] for i in perm]
+        count = len(refs) // batch_size
+        plan = np.asarray(refs[: count * batch_size], dtype=np.int64)
+    else:
+        ranges = balanced_ranges(n, world)
+        count = ceil_div(ranges[0][1] * n_catchments, batch_size)
+        lo, size = ranges[rank]
+        refs = [(w, c) for w in range(lo, lo + size) for c in range(n_catchments)]
+        refs += [(PAD, PAD)] * (count * batch_size - len(refs))
+        plan = np.asarray(refs, dtype=np.int64)
+    return plan.reshape(count, batch_size, 2)

@@ -1,0 +1,124 @@
+"""The decoder's hints: what the visible values alone say about each masked position.
+
+A mask query also carries, through a linear embedding, the classical fills of its position,
+computed by the very functions the baselines are scored with (``training.baselines``):
+linear interpolation in time between the visible days and, for images, the mean of the
+visible neighbouring patches that day. A series' query also carries the catchment's rain
+on its day and the ``RAIN_LAGS`` days before, as the visible values estimate it (rain
+reaches the outlet mostly a day or two later). The prediction starts from a learned mix
+of the fills (``mix``), so the decoder learns a correction to classical gap-filling.
+Hints read visible values only, like the encoder.
+
+Shapes: B batch, T days, N valid patches, P = p*p pixels, L a group's tokens (T*N or T),
+w a token's values (k*P or k for k fused modalities), Dd the decoder's width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.schema import IMAGE_MODALITIES
+from training.baselines import interpolate_time, neighbour_mean, patch_neighbours
+
+RAIN_LAGS = 3  # a series' query: the catchment's rain on the day and the 3 days before
+
+Parts = tuple[Tensor, Tensor, Tensor]  # a group's values, validity [B, L, w], mask [B, L]
+
+
+class DecoderHints(nn.Module):
+    """Hints for every token group, their query embeddings and the learned mix."""
+
+    def __init__(
+        self,
+        groups: list[tuple[str, tuple[str, ...]]],
+        image_groups: set[str],
+        width: dict[str, int],
+        valid_patch_indices: Tensor,
+        patch_cols: int,
+        patch_pixels: int,
+        decoder_dim: int,
+    ) -> None:
+        super().__init__()
+        self.groups, self.image_groups = groups, image_groups
+        self.patch_pixels = patch_pixels
+        # kinds of hint: interpolation in time, and for images neighbours
+        kinds = {n: 2 if n in image_groups else 1 for n in width}
+        self.register_buffer(
+            "adjacency", patch_neighbours(valid_patch_indices, patch_cols), persistent=False
+        )
+        rain = {n: 0 if n in image_groups else RAIN_LAGS + 1 for n in width}
+        self.embed = nn.ModuleDict(
+            {n: nn.Linear(kinds[n] * w + rain[n], decoder_dim) for n, w in width.items()}
+        )
+        # [kinds, modalities]: starts as the kinds' plain average
+        self.mix = nn.ParameterDict(
+            {
+                n: nn.Parameter(torch.full((kinds[n], len(mods)), 1.0 / kinds[n]))
+                for n, mods in groups
+            }
+        )
+
+    def forward(
+        self, batch: dict, parts: dict[str, Parts], days: int
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per group: the hint ``[B, L, kinds, w]`` and extra features ``[B, L, c]`` (the
+        series: the catchment's lagged rain; images: nothing, ``c = 0``)."""
+        hints = {name: self.fills(mods, *parts[name], days=days) for name, mods in self.groups}
+        first = self.groups[0][0]  # the group led by precipitation (images come first)
+        rain = self.rain_history(batch, hints[first], *parts[first][1:], days=days)
+        out = {}
+        for name, hint in hints.items():  # series carry the rain, images nothing more
+            none = hint.new_zeros(*hint.shape[:2], 0)
+            out[name] = (hint, none if name in self.image_groups else rain)
+        return out
+
+    def fills(self, mods: tuple[str, ...], x: Tensor, v: Tensor, mask: Tensor, days: int) -> Tensor:
+        """What the visible values of a group say about each of its positions:
+        ``[B, L, kinds, w]`` in normalised units. Kind 0 is linear interpolation in time
+        between the visible days; for images kind 1 is the visible neighbouring patches'
+        mean that day (interpolation where none is visible)."""
+        b, length, w = x.shape
+        seen = (v > 0) & ~mask[..., None]  # [B, L, w]: what the encoder could see
+        if mods[0] not in IMAGE_MODALITIES:
+            return interpolate_time(x, seen)[:, :, None]  # [B, T, 1, k]
+        n, k = length // days, len(mods)
+        xs = x.view(b, days, n, k, w // k)  # [B, T, N, k, P]
+        ss = seen.view(b, days, n, k, w // k)
+        hidden = mask.view(b, days, n)  # [B, T, N]
+        interp, near = [], []
+        for j in range(k):
+            values, known = xs[..., j, :], ss[..., j, :]  # [B, T, N, P] each
+            # in time, a patch's visible days (searched per patch, not per pixel; a pixel
+            # missing on such a day lends its 0, the training mean)
+            filled = interpolate_time(values, ~hidden[..., None])
+            interp.append(filled)
+            near.append(neighbour_mean(values, known, hidden, self.adjacency, filled))
+        kinds = torch.stack([torch.cat(interp, -1), torch.cat(near, -1)], dim=3)  # [B,T,N,2,w]
+        return kinds.view(b, length, 2, w)
+
+    def rain_history(self, batch: dict, hint: Tensor, v: Tensor, mask: Tensor, days: int) -> Tensor:
+        """The catchment's rain, as the visible values estimate it, on each day and the
+        ``RAIN_LAGS`` days before: ``[B, T, RAIN_LAGS + 1]`` (normalised precipitation, 0
+        before the window). ``hint`` ``[B, T*N, kinds, w]`` is the precipitation group's (its
+        first ``P`` columns, kind 1: the visible value where the patch is visible, the
+        neighbours' estimate where it is masked); ``v`` ``[B, T*N, w]``, ``mask`` ``[B, T*N]``."""
+        if "catchment_weight" not in batch:
+            return hint.new_zeros(hint.shape[0], days, RAIN_LAGS + 1)
+        p = self.patch_pixels
+        seen = (v[..., :p] > 0) | mask[..., None]  # [B, T*N, P]: a masked patch's estimate
+        patch = (hint[:, :, 1, :p] * seen).sum(-1) / seen.sum(-1).clamp_min(1)  # [B, T*N]
+        w = batch["catchment_weight"].float()  # [B, N]
+        daily = (patch.view(w.shape[0], days, -1) * w[:, None]).sum(-1)  # [B, T]
+        daily = daily / w.sum(-1, keepdim=True).clamp_min(1e-6)
+        return torch.stack([F.pad(daily, (k, 0))[:, :days] for k in range(RAIN_LAGS + 1)], -1)
+
+    def query(self, name: str, hint: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+        """A hint ``[B, S, kinds, w]`` with its extra features ``[B, S, c]`` as a decoder
+        query term ``[B, S, Dd]``, and the output's starting point ``[B, S, w]`` (the
+        learned mix of the hint's kinds)."""
+        mix = self.mix[name]  # [kinds, modalities]
+        mix = mix.repeat_interleave(hint.shape[-1] // mix.shape[1], dim=1)  # [kinds, w]
+        term = self.embed[name](torch.cat([hint.flatten(2), extra], dim=-1))
+        return term, (hint * mix).sum(2)
