@@ -90,7 +90,7 @@ def main() -> None:
         ),
         "noise_argsort_ms": (lambda: noise.argsort(dim=-1), args.repeats),
         "generate_masks_ms": (lambda: collate.generate_masks(b), args.repeats),
-        "keyed_masks_ms": (lambda: collate._masks(keys, t), args.repeats),
+        "keyed_masks_ms": (lambda: collate.draws.masks(keys, t), args.repeats),
         "collate_call_ms": (lambda: collate(samples), max(5, args.repeats // 3)),
     }
     # rounds interleave the measures, so that a busy spell on the machine hits all of them

@@ -48,6 +48,7 @@ from pipeline.manifest import Manifest
 from pipeline.schema import IMAGE_MODALITIES, SHARDS, VECTOR_MODALITIES
 from pipeline.shard import read_shard
 
+SERIES = "CAMELS_GB_hydromet_timeseries"
 DATA_KEYS = (*IMAGE_MODALITIES, *VECTOR_MODALITIES)
 
 
@@ -171,7 +172,7 @@ def upstream(raw: Path, data: Path, batch_size: int, batches: int) -> Iterator[t
     }
     ids = list(manifest.catchments.ids)
     series = {
-        g: pd.read_csv(next(raw.glob(f"CAMELS_GB_hydromet_timeseries_{g}_*.csv")), index_col=0)
+        g: pd.read_csv(next(raw.glob(f"data/timeseries/{SERIES}_{g}_*.csv")), index_col=0)
         for g in ids
     }
     starts = list(manifest.splits["train"].window_starts)

@@ -11,6 +11,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pipeline.location import MissingExtra
+from pipeline.shard import ShardError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": (
@@ -67,6 +70,21 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def describe(err: BaseException) -> str:
+    """One line for an error the user can act on: bad input, a file that cannot be read or
+    written (named, with the system's reason), a damaged shard, a missing optional extra."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        names = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        text = f"{names}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+# what a user can act on; anything else is a bug and keeps its traceback
+USER_ERRORS = (ValueError, OSError, ShardError, MissingExtra)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -74,10 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         return run_command(argv[0], argv[1:])
-    except (ValueError, FileNotFoundError) as err:
-        # bad input: one clear message, no traceback
-        print(f"hydromae {argv[0]}: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        # bad input or a fault outside the program: one clear message, no traceback
+        print(f"hydromae {argv[0]}: error: {describe(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"hydromae {argv[0]}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

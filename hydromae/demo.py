@@ -35,12 +35,14 @@ STEPS = 8
 @dataclass
 class DemoConfig:
     out: Path = field(default=Path("demo_out"), metadata={"metavar": "DIR"})
-    days: int = field(default=730, metadata={"help": "days of synthetic data (>= 600)"})
-    catchments: int = field(default=10, metadata={"help": "synthetic catchments"})
-    batch_size: int = field(default=8, metadata={"help": "samples in the demo batch"})
-    workers: int = field(default=2, metadata={"help": "loader worker processes"})
-    window: int = field(default=90, metadata={"help": "days in a window (the seed's 90)"})
-    steps: int = field(default=120, metadata={"help": "training steps of the tiny model"})
+    days: int = field(default=730, metadata={"min": 3, "help": "days of synthetic data"})
+    catchments: int = field(
+        default=10, metadata={"min": 1, "max": 671, "help": "synthetic catchments"}
+    )
+    batch_size: int = field(default=8, metadata={"min": 1, "help": "samples in the demo batch"})
+    workers: int = field(default=2, metadata={"min": 0, "help": "loader worker processes"})
+    window: int = field(default=90, metadata={"min": 1, "help": "days in a window (the seed's 90)"})
+    steps: int = field(default=120, metadata={"min": 1, "help": "training steps of the tiny model"})
     seed: int = 0
 
 

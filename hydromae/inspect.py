@@ -1,9 +1,10 @@
 """Summarise a dataset directory and validate it (``hydromae inspect DIR``).
 
 Prints the manifest's summary (periods, windows and samples per split, catchments, the
-patch table, normalisation statistics, bytes) and checks every shard's sha256, sample
-count and members, and the Zarr store's shapes against the manifest
-(``pipeline.verify``). Exits non-zero, naming each problem, on any corruption.
+patch table, normalisation statistics, bytes), then checks every shard (size, sha256, and
+every window through the loader's strict reader, per-window checksums included) and the
+Zarr store (shapes, and every chunk's checksum) against the manifest (``pipeline.verify``).
+Exits 1, naming each problem, on any corruption.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.verify:
         return 0
     problems = check_store(cfg.data, manifest)
+    shape = manifest.window_shape()
     for entry in manifest.shards:
-        problems += check_shard(cfg.data / SHARDS / entry.name, entry)
+        problems += check_shard(cfg.data / SHARDS / entry.name, entry, shape)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:

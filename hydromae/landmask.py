@@ -35,8 +35,10 @@ class LandmaskConfig:
     mask: Path | None = field(
         default=None, metadata={"metavar": "FILE", "help": "an existing .npy/.pt mask to summarise"}
     )
-    threshold: float = field(default=0.5, metadata={"help": "land fraction for a valid patch"})
-    patch_size: int = field(default=10, metadata={"help": "patch edge in cells"})
+    threshold: float = field(
+        default=0.5, metadata={"min": 0.0, "max": 1.0, "help": "land fraction for a valid patch"}
+    )
+    patch_size: int = field(default=10, metadata={"min": 1, "help": "patch edge in cells"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 

@@ -32,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.first} to {summary.last}, {len(summary.gauge_ids)} catchments; "
         f"next: hydromae preprocess --config {summary.out / TOML}"
     )
+    for note in summary.notes:
+        print(f"note: {note}")
     return 0

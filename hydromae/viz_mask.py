@@ -17,6 +17,9 @@ from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.landmask import load_land_mask, reference_mask_path
 from pipeline.pictures import draw_masks
 from pipeline.schema import MASK_MODES
+from pipeline.strategies import EVALUATION, TRAINING
+
+STRATEGIES = tuple(dict.fromkeys(EVALUATION + TRAINING))
 
 
 @dataclass
@@ -28,11 +31,15 @@ class VizMaskConfig:
     out: Path = field(
         default=Path("mask_visualization_with_legend.png"), metadata={"metavar": "PNG"}
     )
-    seq_len: int = 90
-    mask_ratio: float = 0.75
-    patch_size: int = 10
-    land_threshold: float = 0.5
+    seq_len: int = field(default=90, metadata={"min": 1})
+    mask_ratio: float = field(default=0.75, metadata={"min": 0.0, "max": 0.999})
+    patch_size: int = field(default=10, metadata={"min": 1})
+    land_threshold: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
     mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    strategy: str = field(
+        default="seed",
+        metadata={"choices": STRATEGIES, "help": "masking strategy (pipeline.strategies)"},
+    )
     seed: int = 0
     days: list[int] = field(
         default_factory=lambda: [1, 2, 3, 4], metadata={"help": "days (1-based) to map"}
@@ -58,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
         mask_mode=cfg.mask_mode,
         seed=cfg.seed,
     )
-    print(f"wrote {draw_masks(collate, cfg.out, cfg.days)}")
+    print(f"wrote {draw_masks(collate, cfg.out, cfg.days, cfg.strategy)}")
     return 0

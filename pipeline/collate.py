@@ -48,7 +48,7 @@ from pipeline.finite import finite_into, finite_values
 from pipeline.grid import PatchGrid, patchify
 from pipeline.image_cache import ImageCache, Prepared
 from pipeline.landmask import PatchTable, load_land_mask, reference_mask_path
-from pipeline.masking import keyed, masked_count, new_generator, top_mask
+from pipeline.masking import MaskDraws, masked_count
 from pipeline.schema import (
     COLLATE_MODES,
     IMAGE_MODALITIES,
@@ -56,6 +56,7 @@ from pipeline.schema import (
     MODALITIES,
     VECTOR_MODALITIES,
 )
+from pipeline.strategies import check_mix
 
 TensorSpec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # name -> (shape, dtype)
 Allocate = Callable[[TensorSpec], dict[str, torch.Tensor]]
@@ -76,6 +77,12 @@ class MultiScaleMaskedCollate:
     ``[H, W]`` mask itself as an array. Samples without a ``sample_key`` draw from the
     collate's own generator, seeded by (seed, epoch, DataLoader worker) in ``train`` and
     restarted from (seed) at every call in ``eval``.
+
+    ``strategies`` (``train`` only; default None, the specification's masks alone): a mix
+    ``{"seed": 0.5, "block": 0.2, "withhold": 0.3}`` of ``pipeline.strategies``, one drawn
+    per sample by (seed, epoch, sample_key) and applied to its masks; the batch then also
+    holds ``strategy``, each sample's name. The specification's masks are drawn as without
+    a mix, so a ``seed`` sample's masks do not depend on the mix.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class MultiScaleMaskedCollate:
         seed: int = 0,
         patch_indices: Sequence[int] | np.ndarray | None = None,
         reuse_images: bool = False,
+        strategies: dict[str, float] | None = None,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
@@ -107,9 +115,6 @@ class MultiScaleMaskedCollate:
         self.grid = PatchGrid(image_height, image_width, patch_size)
         self.seq_len, self.mask_ratio = seq_len, float(mask_ratio)
         self.mask_mode, self.mode, self.seed = mask_mode, mode, int(seed)
-        self.epoch = 0
-        self._stream: np.random.Generator | None = None
-        self._keyed = new_generator(seed, "keyed")  # re-keyed for every sample with a key
 
         if isinstance(land_mask_path, np.ndarray):  # the mask itself, e.g. read from a URL
             path: Path | str = "given as an array"
@@ -146,6 +151,14 @@ class MultiScaleMaskedCollate:
         # prepared images kept between calls while their source lives
         self.reuse_images = bool(reuse_images)
         self.images = ImageCache(keep=self.reuse_images)
+        self.draws = MaskDraws(
+            self.grid, self.valid_patch_indices, self.mask_ratio, mask_mode, mode, self.seed,
+            None if strategies is None else check_mix(strategies),
+        )  # fmt: skip
+
+    @property
+    def strategies(self) -> dict[str, float] | None:
+        return self.draws.strategies
 
     def _check_patch_indices(self, patch_indices: Any, valid: np.ndarray) -> np.ndarray:
         if patch_indices is None:
@@ -167,70 +180,13 @@ class MultiScaleMaskedCollate:
         return idx
 
     # ------------------------------------------------------------------ masks
+    @property
+    def epoch(self) -> int:
+        return self.draws.epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Tell the collate the epoch: ``train`` masks change with it."""
-        self.epoch = int(epoch)
-        self._stream = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_stream"] = None  # each process seeds its own stream (see _stream_generator)
-        return state
-
-    def _stream_generator(self) -> np.random.Generator:
-        """The generator for samples without a key: (seed, epoch, DataLoader worker)."""
-        if self._stream is None:
-            info = torch.utils.data.get_worker_info()
-            worker = -1 if info is None else info.id
-            self._stream = new_generator(self.seed, "stream", self.epoch, worker)
-        return self._stream
-
-    def _draws(self) -> tuple[int, int]:
-        """How many image and vector masks one sample draws."""
-        if self.mask_mode == "unified":
-            return 1, 1
-        return len(IMAGE_MODALITIES), len(VECTOR_MODALITIES)
-
-    def _noise(self, keys: Sequence[str | None], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Uniform noise ``[B, D_img, T, N_valid]`` and ``[B, D_vec, T]``, float64."""
-        d_img, d_vec = self._draws()
-        b = len(keys)
-        img = np.empty((b, d_img, seq_len, self.num_valid))
-        vec = np.empty((b, d_vec, seq_len))
-        eval_stream = new_generator(self.seed, "eval") if self.mode == "eval" else None
-        if all(k is None for k in keys):
-            rng = eval_stream or self._stream_generator()
-            rng.random(out=img)
-            rng.random(out=vec)
-        else:
-            for i, key in enumerate(keys):
-                if key is None:
-                    rng = eval_stream or self._stream_generator()
-                elif self.mode == "eval":
-                    rng = keyed(self._keyed, self.seed, "eval", key)
-                else:
-                    rng = keyed(self._keyed, self.seed, "train", self.epoch, key)
-                rng.random(out=img[i])
-                rng.random(out=vec[i])
-        return torch.from_numpy(img), torch.from_numpy(vec)
-
-    def _masks(self, keys: Sequence[str | None], seq_len: int) -> dict[str, torch.Tensor]:
-        b = len(keys)
-        if self.mode == "val":
-            img = torch.zeros(b, 1, seq_len, self.grid.num_patches, dtype=torch.bool)
-            vec = torch.zeros(b, 1, seq_len, dtype=torch.bool)
-        else:
-            img_noise, vec_noise = self._noise(keys, seq_len)
-            img = top_mask(  # [B, D_img, T, N_patches]
-                img_noise, self.n_mask_patches, self.valid_patch_indices, self.grid.num_patches
-            )
-            vec = top_mask(vec_noise, masked_count(seq_len, self.mask_ratio))  # [B, D_vec, T]
-        out = {}
-        for j, name in enumerate(IMAGE_MODALITIES):
-            out[f"{name}_mask"] = img[:, min(j, img.shape[1] - 1)]
-        for j, name in enumerate(VECTOR_MODALITIES):
-            out[f"{name}_mask"] = vec[:, min(j, vec.shape[1] - 1)]
-        return out
+        self.draws.set_epoch(epoch)
 
     def generate_masks(
         self, batch_size: int, seq_len: int | None = None
@@ -243,7 +199,7 @@ class MultiScaleMaskedCollate:
         seq_len = self.seq_len if seq_len is None else seq_len
         if masked_count(seq_len, self.mask_ratio) >= seq_len:
             raise ValueError(f"mask_ratio={self.mask_ratio} leaves no visible day of {seq_len}")
-        return self._masks([None] * batch_size, seq_len)
+        return self.draws.masks([None] * batch_size, seq_len)
 
     # ------------------------------------------------------------------ data
     def _where(self, sample: dict[str, Any], index: int) -> str:
@@ -351,7 +307,7 @@ class MultiScaleMaskedCollate:
         for name in VECTOR_MODALITIES:
             parts = [self._vector(s, name, w) for s, w in zip(samples, wheres, strict=True)]
             small[name], small[f"{name}_valid"] = self._stack_finite(parts)
-        small.update(self._masks([s.get("sample_key") for s in samples], self.seq_len))
+        small.update(self.draws.masks([s.get("sample_key") for s in samples], self.seq_len))
         small["valid_patch_indices"] = self.valid_patch_indices
         small.update(self._extras(samples, wheres))
 

@@ -6,6 +6,14 @@ text shows the default; ``--config FILE`` loads a TOML file whose keys are the f
 names; flags given on the command line override the file, and the file overrides the
 defaults. Fields marked ``metadata={"path": True}`` hold paths or globs: given in a TOML
 file they are relative to that file's directory, given as flags to the working directory.
+
+A ``dict[str, V]`` field is a TOML table (``strategies = {seed = 0.5, block = 0.5}``) or
+flag words ``--strategies seed=0.5 block=0.5``. A field's metadata may also bound its
+value: ``"choices"`` (a tuple of allowed values), ``"min"`` and ``"max"`` (inclusive) and
+``"above"`` (exclusive lower bound), each applied to every element of a list or table,
+and ``"keys"`` (the names a table may hold).
+A value outside them is refused with one message naming where it came from:
+``config file F, key 'steps': ...`` or ``--steps: ...``.
 """
 
 from __future__ import annotations
@@ -24,9 +32,21 @@ T = TypeVar("T")
 _SCALARS = (int, float, str, Path)
 
 
+def _mapping_of(tp: Any) -> type | None:
+    """The value type of a ``dict[str, V]`` field (flags ``NAME=VALUE ...``, a TOML table)."""
+    if typing.get_origin(tp) is dict:
+        key, value = typing.get_args(tp)
+        if key is not str or value not in _SCALARS:
+            raise TypeError(f"unsupported config annotation {tp!r}")
+        return value
+    return None
+
+
 def _field_kind(tp: Any) -> tuple[type, bool, bool]:
     """Return (scalar type, is_list, is_optional) for a field annotation."""
     optional = False
+    if _mapping_of(tp) is not None:
+        return _mapping_of(tp), True, False
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -69,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if scalar is bool and not is_list:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = scalar
+            # a mapping's flag takes NAME=VALUE words, parsed in _coerce
+            kwargs["type"] = str if _mapping_of(hints[f.name]) is not None else scalar
             if is_list:
                 kwargs["nargs"] = "+"
             if "choices" in f.metadata:
@@ -87,6 +108,16 @@ def _default_of(f: dataclasses.Field) -> Any:
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
+    mapping = _mapping_of(tp)
+    if mapping is not None:
+        if isinstance(value, list | tuple):  # flags: NAME=VALUE ...
+            pairs = [str(v).partition("=") for v in value]
+            if any(not sep or not name for name, sep, _ in pairs):
+                raise ValueError(f"{where}: expected NAME=VALUE pairs, got {list(value)!r}")
+            value = {name: _parse_scalar(text, mapping, where) for name, _, text in pairs}
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a table of NAME = VALUE, got {value!r}")
+        return {str(k): _coerce_scalar(v, mapping, f"{where}.{k}") for k, v in value.items()}
     scalar, is_list, optional = _field_kind(tp)
     if value is None:
         if optional:
@@ -97,6 +128,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = [value]
         return [_coerce_scalar(v, scalar, where) for v in value]
     return _coerce_scalar(value, scalar, where)
+
+
+def _parse_scalar(text: str, scalar: type, where: str) -> Any:
+    """A flag's text as ``scalar`` (``int``, ``float``, ``str`` or ``Path``)."""
+    try:
+        return scalar(text)
+    except ValueError:
+        raise ValueError(f"{where}: expected {scalar.__name__}, got {text!r}") from None
 
 
 def _coerce_scalar(value: Any, scalar: type, where: str) -> Any:
@@ -113,10 +152,41 @@ def _coerce_scalar(value: Any, scalar: type, where: str) -> Any:
     return value
 
 
+def _check_bounds(f: dataclasses.Field, value: Any, where: str) -> None:
+    """Refuse a value outside the field's ``choices``, ``min``, ``max`` or ``above``."""
+    meta = f.metadata
+    if isinstance(value, dict) and "keys" in meta:
+        unknown = sorted(set(value) - set(meta["keys"]))
+        if unknown:
+            known = ", ".join(meta["keys"])
+            raise ValueError(f"{where}: unknown name {unknown[0]!r}; known: {known}")
+    items = value.values() if isinstance(value, dict) else value
+    for item in items if isinstance(value, list | dict) else [value]:
+        if item is None:
+            continue
+        if "choices" in meta and item not in meta["choices"]:
+            allowed = ", ".join(map(str, meta["choices"]))
+            raise ValueError(f"{where}: must be one of {allowed}, got {item!r}")
+        if "min" in meta and item < meta["min"]:
+            raise ValueError(f"{where}: must be at least {meta['min']}, got {item!r}")
+        if "max" in meta and item > meta["max"]:
+            raise ValueError(f"{where}: must be at most {meta['max']}, got {item!r}")
+        if "above" in meta and not item > meta["above"]:
+            raise ValueError(f"{where}: must be above {meta['above']}, got {item!r}")
+
+
 def load(
-    cls: type[T], config_file: Path | None = None, overrides: dict[str, Any] | None = None
+    cls: type[T],
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: bool = False,
 ) -> T:
-    """Build ``cls`` from its defaults, then ``config_file`` (TOML), then ``overrides``."""
+    """Build ``cls`` from its defaults, then ``config_file`` (TOML), then ``overrides``.
+
+    ``flags``: the overrides came from the command line, so errors name their flags
+    (else their option names). Every value given is checked against its field's bounds.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -137,13 +207,17 @@ def load(
                     f"config file {config_file}: unknown key {key!r}; "
                     f"known keys: {', '.join(sorted(names))}"
                 )
-            value = _coerce(value, hints[name], f"config file {config_file}, key {key!r}")
+            where = f"config file {config_file}, key {key!r}"
+            value = _coerce(value, hints[name], where)
+            _check_bounds(fields[name], value, where)
             if name in relative:  # paths in a config file are relative to that file
                 value = _rebase(value, base)
             values[name] = value
     for name, value in (overrides or {}).items():
         if name in names:
-            values[name] = _coerce(value, hints[name], f"option {name!r}")
+            where = flag_name(fields[name]) if flags else f"option {name!r}"
+            values[name] = _coerce(value, hints[name], where)
+            _check_bounds(fields[name], values[name], where)
     missing = [
         flag_name(f)
         for f in dataclasses.fields(cls)
@@ -180,4 +254,4 @@ def expand_globs(patterns: str | Path | list[str], what: str) -> list[Path]:
 def from_args(cls: type[T], args: argparse.Namespace) -> T:
     """Build ``cls`` from parsed arguments made by :func:`add_arguments`."""
     given = {k: v for k, v in vars(args).items() if k != "config"}
-    return load(cls, getattr(args, "config", None), given)
+    return load(cls, getattr(args, "config", None), given, flags=True)

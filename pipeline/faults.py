@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 RETRY = "retry"  # a shard could not be opened or read; trying again
 UNREACHABLE = "unreachable"  # ... and gave up after the last retry: the shard is skipped
 CORRUPT = "corrupt"  # a shard is truncated or damaged: the rest of it is skipped
-BAD_WINDOW = "bad_window"  # one window lacks members or is malformed: it is skipped
+BAD_WINDOW = "bad_window"  # one window is malformed or fails its checksums: it is skipped
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class LoaderEvent:
 
     kind: str  # RETRY, UNREACHABLE, CORRUPT or BAD_WINDOW
     shard: str  # the shard's name, e.g. "train-000001.tar"
-    detail: str
+    detail: str  # what happened, naming the member where there is one
+    window: str = ""  # the window's key (YYYYMMDD) for BAD_WINDOW, else ""
 
     def message(self) -> str:
         what = {
@@ -33,7 +34,8 @@ class LoaderEvent:
             CORRUPT: "corrupt or truncated, rest of the shard skipped",
             BAD_WINDOW: "bad window skipped",
         }[self.kind]
-        return f"shard {self.shard}: {what}: {self.detail}"
+        where = f"window {self.window}: " if self.window else ""
+        return f"shard {self.shard}: {what}: {where}{self.detail}"
 
 
 Report = Callable[[LoaderEvent], None]
@@ -68,8 +70,13 @@ class LoaderStats:
 
     @property
     def bad_windows(self) -> int:
-        """Windows skipped for a missing or malformed member."""
+        """Windows skipped for a missing or malformed member or a failed checksum."""
         return sum(e.kind == BAD_WINDOW for e in self.events)
+
+    @property
+    def bad_window_keys(self) -> list[tuple[str, str]]:
+        """``(shard, window key)`` of every window skipped as bad, sorted."""
+        return sorted({(e.shard, e.window) for e in self.events if e.kind == BAD_WINDOW})
 
     @property
     def retries(self) -> int:

@@ -43,10 +43,21 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise named(err, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def named(err: OSError, path: str | Path) -> OSError:
+    """``err`` naming ``path`` where the system left the file out (a failed ``write``:
+    a full disk, a file-size limit), so that the message says which file."""
+    if err.filename is not None or err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

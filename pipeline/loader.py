@@ -23,6 +23,10 @@ The loader's state is ``{"epoch", "batches"}`` (batches the trainer has received
 epoch): :meth:`HydroLoader.state_dict` / :meth:`HydroLoader.load_state_dict`. A resumed
 loader rebuilds the epoch's plan and skips the consumed batches without collating them
 (the Zarr source does not even read their windows), whatever was prefetched.
+
+Its worker processes end with the process that iterates it, however that process ends
+(SIGKILL included; ``pipeline.lifetime``), and the fork server and the resource tracker
+then end too.
 """
 
 from __future__ import annotations
@@ -37,18 +41,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from pipeline.buffers import LEDGER_COLUMNS, PackedBatch
 from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.faults import LoaderStats
 from pipeline.heap import keep_freed_memory
+from pipeline.lifetime import exit_with
 from pipeline.loader_config import LoaderConfig
 from pipeline.location import is_url, join, read_location
 from pipeline.manifest import Manifest
 from pipeline.npy import decode_npy
 from pipeline.schema import LAND_MASK_NPY, LAND_MASK_PT
-from pipeline.window_dataset import EVENTS_KEY, WindowDataset
+from pipeline.window_dataset import EPOCH, EVENTS_KEY, OWNER, SKIP, WindowDataset
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +64,9 @@ def _passthrough(batch: Any) -> Any:
 
 
 def _worker_start(worker: int) -> None:
-    """The DataLoader's worker_init_fn: keep freed memory for the next windows (glibc)."""
+    """The DataLoader's worker_init_fn: end with the process that started this worker
+    (``pipeline.lifetime``), and keep freed memory for the next windows (glibc)."""
+    exit_with(int(get_worker_info().dataset.shared[OWNER]))
     keep_freed_memory()
 
 
@@ -89,6 +96,7 @@ def make_collate(cfg: LoaderConfig, manifest: Manifest) -> MultiScaleMaskedColla
             mode=cfg.mode,
             seed=cfg.seed,
             patch_indices=manifest.valid_patch_indices,
+            strategies=dict(cfg.strategies) or None,
             # a window's K samples are spread over the shuffle buffer's batches
             reuse_images=True,
         )
@@ -154,7 +162,7 @@ class HydroLoader(DataLoader):
         if epoch != self.epoch:
             self._consumed = 0
         self.epoch = epoch
-        self.dataset.shared[0] = epoch
+        self.dataset.shared[EPOCH] = epoch
 
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "batches"}``: batches received this epoch (a finished epoch: next one)."""
@@ -183,7 +191,8 @@ class HydroLoader(DataLoader):
             epoch, skip = self._resume
             self._resume = None
             skip = skip if epoch == self.epoch else 0
-        self.dataset.shared[0], self.dataset.shared[1] = self.epoch, skip
+        shared = self.dataset.shared
+        shared[EPOCH], shared[SKIP], shared[OWNER] = self.epoch, skip, os.getpid()
         self._consumed = skip
         for item in super().__iter__():
             batch = self._open(item)
@@ -234,9 +243,9 @@ def build_loader(
             # the fork server imports torch, zarr and the loader once; workers fork from it
             # instead of importing them again (docs/loader.md has the times)
             context.set_forkserver_preload(["pipeline.loader"])
-        shared = context.Array("q", [0, 0], lock=False)
+        shared = context.Array("q", [0, 0, os.getpid()], lock=False)  # EPOCH, SKIP, OWNER
     else:
-        shared = [0, 0]
+        shared = [0, 0, os.getpid()]
     dataset = WindowDataset(cfg, manifest, collate, rank, world, shared, _ledger(cfg, context))
     return HydroLoader(dataset, cfg, context)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pipeline.location import Retry
 from pipeline.schema import COLLATE_MODES, MASK_MODES, READERS
+from pipeline.strategies import TRAINING
 
 CONTEXTS = ("forkserver", "spawn", "fork")
 SPARE_BUFFERS = 4  # recycled batch buffers per worker beyond prefetch_factor
@@ -53,6 +54,15 @@ class LoaderConfig:
     )
     mask_ratio: float = 0.75
     mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    strategies: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "min": 0.0,
+            "keys": TRAINING,
+            "help": "training mix of masking strategies (pipeline.strategies), e.g. "
+            "seed=0.5 block=0.2 withhold=0.3 (none: the specification's masks alone)",
+        },
+    )
     prefetch_factor: int = 2
     persistent_workers: bool = True
     pin_memory: bool = False

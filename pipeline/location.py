@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+class MissingExtra(ImportError):
+    """A location needs an optional extra that is not installed (the message names it)."""
+
+
 @dataclass(frozen=True)
 class Retry:
     """How a failing read is tried again: up to ``retries`` times, ``backoff`` seconds
@@ -93,7 +97,7 @@ def open_location(location: str, timeout: float = 60.0) -> BinaryIO:
 
     HTTP uses the standard library (no extra dependency); other schemes (``s3://``,
     ``gs://``, ...) go through ``fsspec`` and need its plugin for that scheme installed
-    (``s3://``: ``pip install "hydromae[s3]"``); without it, an ``ImportError`` says so.
+    (``s3://``: ``pip install "hydromae[s3]"``); without it, :class:`MissingExtra` says so.
     """
     if location.startswith("pipe:"):
         return io.BufferedReader(_PipeStream(location[5:]), buffer_size=1 << 20)
@@ -118,7 +122,7 @@ def _open_fsspec(location: str) -> BinaryIO:
             hint = 's3:// needs s3fs: pip install "hydromae[s3]"'
         else:
             hint = f"{scheme}:// needs fsspec and its plugin for {scheme}:// installed"
-        raise ImportError(f"cannot open {location}: {hint} ({err})") from err
+        raise MissingExtra(f"cannot open {location}: {hint} ({err})") from err
 
 
 def read_location(location: str, retry: Retry | None = None, timeout: float = 60.0) -> bytes:

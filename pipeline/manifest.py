@@ -94,6 +94,7 @@ class CatchmentInfo:
     static: tuple[tuple[float | None, ...], ...]  # [C][A], physical units, None = missing
     catchment_patch_weight: tuple[dict[int, float], ...]  # [C] {patch: area share}
     boundaries: str  # "polygons" or "discs"
+    holdout: tuple[str, ...]  # ids held out of training (never in a training batch)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Manifest:
     format_version: int
     software: dict[str, str]
     settings: dict[str, Any]  # the preprocessing settings that made the dataset
+    inputs: dict[str, tuple[tuple[str, int], ...]]  # input files per group: (name, bytes)
     sources: dict[str, Any]  # provenance of the inputs
     grid: GridInfo
     land_mask: LandMaskInfo

@@ -12,9 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
+from pipeline.strategies import apply
+
+STRATEGY_TITLES = {
+    "seed": "seed (the specification's masks)",
+    "block": "block (a contiguous block of days hidden)",
+    "riverflow": "riverflow withheld",
+    "simulate": "simulate (weather seen, riverflow predicted on every day)",
+    "withhold": "withhold (weather seen, riverflow predicted on every day)",
+}
 
 RED, GREEN, OCEAN = "#d62728", "#2ca02c", "#dbe9f6"
 
@@ -33,8 +43,11 @@ def draw_coastline(ax, land: np.ndarray, width: float = 0.5) -> None:
     )
 
 
-def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> Path:
-    """Draw one sample's masks from ``collate.generate_masks`` into ``out`` (PNG)."""
+def draw_masks(
+    collate: MultiScaleMaskedCollate, out: Path, days: list[int], strategy: str = "seed"
+) -> Path:
+    """Draw one sample's masks from ``collate.generate_masks`` into ``out`` (PNG), under a
+    strategy of ``pipeline.strategies`` (``riverflow``: its withheld days drawn masked)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +56,12 @@ def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> 
     from matplotlib.patches import Patch
 
     grid, seq_len = collate.grid, collate.seq_len
-    masks = {k: v[0].numpy() for k, v in collate.generate_masks(1).items()}
+    drawn = collate.generate_masks(1)
+    drawn["riverflow_valid"] = torch.ones_like(drawn["riverflow_mask"])
+    drawn = apply(drawn, [strategy], [0.3])
+    if strategy == "riverflow":  # withheld on every day: never seen, as a masked series is
+        drawn["riverflow_mask"] = ~drawn["riverflow_valid"]
+    masks = {k: drawn[k][0].numpy() for k in drawn if k.endswith("_mask")}
     valid = collate.valid_patch_indices.numpy()
     cmap = ListedColormap([GREEN, RED, OCEAN])  # 0 visible, 1 masked, 2 ocean
     days = [d for d in days if 1 <= d <= seq_len] or [1]
@@ -68,7 +86,7 @@ def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> 
     counts = masks["precip_mask"].sum(axis=1)
     ax.set_title(
         f"Image mask ({collate.mask_mode}): {counts.min()} of {valid.size} valid patches masked "
-        f"each day, a new draw every day"
+        f"each day{', a new draw every day' if counts.max() else ''}"
     )
 
     # 2. spatial pattern on the patch grid for a few days, coastline on top
@@ -107,8 +125,11 @@ def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> 
     ax.set_yticks(range(len(VECTOR_MODALITIES)), [m.capitalize() for m in VECTOR_MODALITIES])
     ax.set_xlabel("day of the window")
     ax.set_title(
-        f"Vector mask: {int(vec[0].sum())} of {seq_len} days masked entirely, "
-        f"{seq_len - int(vec[0].sum())} visible"
+        "Vector masks: "
+        + ", ".join(
+            f"{m} {int(vec[i].sum())} of {seq_len} days masked"
+            for i, m in enumerate(VECTOR_MODALITIES)
+        )
     )
     fig.legend(
         handles=[
@@ -120,9 +141,12 @@ def draw_masks(collate: MultiScaleMaskedCollate, out: Path, days: list[int]) -> 
         ncols=3,
     )
     fig.suptitle(
-        f"Multi-modal MAE masks: {', '.join(IMAGE_MODALITIES)} share the image mask"
-        if collate.mask_mode == "unified"
-        else "Multi-modal MAE masks (independent: precipitation shown)"
+        (
+            f"Multi-modal MAE masks: {', '.join(IMAGE_MODALITIES)} share the image mask"
+            if collate.mask_mode == "unified"
+            else "Multi-modal MAE masks (independent: precipitation shown)"
+        )
+        + f"; strategy: {STRATEGY_TITLES.get(strategy, strategy)}"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -6,13 +6,16 @@ deterministic function of (seed, epoch, rank, world size, workers) and a resumed
 rebuild it and skip what was consumed:
 
 - which K catchments a window expands to: (seed, epoch, window key);
-- the order of the windows of an epoch: (seed, epoch); of shards when streaming;
+- the order of the windows of an epoch: (seed, epoch); of shards when streaming, and where
+  the streamed window sequence starts (so which windows are left over);
 - the Zarr source's sample order within a block of windows: (seed, epoch, rank, block),
   so that it does not depend on the workers.
 
 A *slot* is one (rank, worker) pair; slot ``rank * workers + worker``. Training gives every
-slot the same number of windows (the epoch's remainder is dropped, a different one each
-epoch) and so the same number of batches; evaluation gives every window exactly once and
+slot the same number of windows and so the same number of batches. The windows left over
+when streaming (``total % slots``) are a different run of the epoch's window sequence each
+epoch, the run after the previous epoch's: in a fixed shard order (one shard, say) no
+window is left over two epochs running. Evaluation gives every window exactly once and
 pads every slot (or rank) to the same number of batches with zero-weight samples.
 """
 
@@ -32,13 +35,15 @@ PAD = -1  # catchment_index (and plan entry) of a padding sample
 
 
 def choose_catchments(
-    n_catchments: int, k: int, seed: int, epoch: int, key: str, train: bool
+    catchments: Sequence[int], k: int, seed: int, epoch: int, key: str, train: bool
 ) -> list[int]:
-    """Catchments a window expands to: all, or (training) K drawn by (seed, epoch, key)."""
-    if not train or k <= 0 or k >= n_catchments:
-        return list(range(n_catchments))
-    pick = new_generator(seed, "catchments", epoch, key).choice(n_catchments, size=k, replace=False)
-    return sorted(int(c) for c in pick)
+    """Catchments a window expands to, of ``catchments`` (indices; in training those not
+    held out): all, or (training) K drawn by (seed, epoch, key)."""
+    n = len(catchments)
+    if not train or k <= 0 or k >= n:
+        return list(catchments)
+    pick = new_generator(seed, "catchments", epoch, key).choice(n, size=k, replace=False)
+    return [int(catchments[int(c)]) for c in sorted(pick)]
 
 
 def samples_per_window(n_catchments: int, k: int, train: bool) -> int:
@@ -59,6 +64,24 @@ class StreamPlan:
     batches: int
 
 
+def leftover_rotation(total: int, slots: int, seed: int, epoch: int) -> int:
+    """Where training's window sequence starts in ``epoch``: an offset into it, in windows.
+
+    The ``leftover = total % slots`` windows that do not fill a slot are the last ones of
+    the sequence once it starts at this offset: the run just before the offset (wrapping
+    round the end). The offset moves on by ``leftover`` each epoch from a start drawn by
+    ``seed``, so the left-over runs of consecutive epochs are adjacent and never overlap
+    (``2 * leftover < total`` whenever a slot gets a window): in a fixed shard order no
+    position is left over two epochs running, and each is left over about once every
+    ``total / leftover`` epochs. 0 when nothing is left over (the plan is then unrotated).
+    """
+    leftover = total % slots if slots <= total else 0
+    if leftover == 0:
+        return 0
+    base = int(new_generator(seed, "rotation").integers(total))
+    return (base + epoch * leftover) % total
+
+
 def stream_plan(
     counts: Sequence[int],
     *,
@@ -76,10 +99,12 @@ def stream_plan(
 
     The shards are put in an order ((seed, epoch) permutation in training, manifest order
     otherwise) and their windows, end to end, are cut into ``world * workers`` contiguous
-    ranges, one per slot, rank-major. Training: every range has ``total // slots`` windows
-    and every slot yields ``windows * per_window // batch_size`` batches. Evaluation: the
-    ranges cover every window (counts within one) and every slot yields as many batches as
-    the largest needs, padded.
+    ranges, one per slot, rank-major. Training: the sequence first starts at
+    :func:`leftover_rotation`'s offset (wrapping round its end, so a slot's range may end
+    in the first shard), every range has ``total // slots`` windows and every slot yields
+    ``windows * per_window // batch_size`` batches. Evaluation: the ranges cover every
+    window (counts within one) and every slot yields as many batches as the largest
+    needs, padded.
     """
     slots = world * workers
     order = (
@@ -90,26 +115,33 @@ def stream_plan(
     total = int(sum(counts))
     if train:
         size = total // slots
-        ranges = [(s * size, size) for s in range(slots)]
+        offset = leftover_rotation(total, slots, seed, epoch)
+        ranges = [((offset + s * size) % max(total, 1), size) for s in range(slots)]
         batches = size * per_window // batch_size
     else:
         ranges = balanced_ranges(total, slots)
         batches = ceil_div(ranges[0][1] * per_window, batch_size)  # the first is the largest
     start, size = ranges[rank * workers + worker]
-    pieces, offset = [], 0
-    for shard in order:
-        n = counts[shard]
-        lo, hi = max(start, offset), min(start + size, offset + n)
-        if lo < hi:
-            pieces.append((shard, lo - offset, hi - lo))
-        offset += n
+    # the slot's range in the sequence: [start, start + size), wrapping round its end
+    spans = [(start, min(start + size, total))]
+    if start + size > total:
+        spans.append((0, start + size - total))
+    pieces = []
+    for lo_span, hi_span in spans:
+        offset = 0
+        for shard in order:
+            n = counts[shard]
+            lo, hi = max(lo_span, offset), min(hi_span, offset + n)
+            if lo < hi:
+                pieces.append((shard, lo - offset, hi - lo))
+            offset += n
     return StreamPlan(pieces, size, batches)
 
 
 # ------------------------------------------------------------------ Zarr plan
 def zarr_plan(
     starts: Sequence[dt.date],
-    n_catchments: int,
+    catchments: Sequence[int],
     *,
     train: bool,
     seed: int,
@@ -141,7 +173,7 @@ def zarr_plan(
                 (int(w), c)
                 for w in order[b0 : b0 + max(1, shuffle_windows)]
                 for c in choose_catchments(
-                    n_catchments, k, seed, epoch, window_key(starts[int(w)]), True
+                    catchments, k, seed, epoch, window_key(starts[int(w)]), True
                 )
             ]
             perm = new_generator(seed, "block", epoch, rank, b0).permutation(len(block))
@@ -150,9 +182,9 @@ def zarr_plan(
         plan = np.asarray(refs[: count * batch_size], dtype=np.int64)
     else:
         ranges = balanced_ranges(n, world)
-        count = ceil_div(ranges[0][1] * n_catchments, batch_size)
+        count = ceil_div(ranges[0][1] * len(catchments), batch_size)
         lo, size = ranges[rank]
-        refs = [(w, c) for w in range(lo, lo + size) for c in range(n_catchments)]
+        refs = [(w, int(c)) for w in range(lo, lo + size) for c in catchments]
         refs += [(PAD, PAD)] * (count * batch_size - len(refs))
         plan = np.asarray(refs, dtype=np.int64)
     return plan.reshape(count, batch_size, 2)

@@ -1,22 +1,25 @@
 """Checks of a dataset directory against its manifest: every shard and the Zarr store.
 
-``check_shard`` compares a shard with its manifest entry (size, sha256, sample count,
-members); ``check_store`` the store's variables and shapes. Each returns the problems
+``check_shard`` compares a shard with its manifest entry (size, sha256) and reads it with
+the loader's strict reader; ``check_store`` checks the store's variables and shapes and
+reads every chunk (each carries a crc32c checksum). Each returns the problems
 found, as lines naming the file; an empty list means the piece checks out.
 """
 
 from __future__ import annotations
 
-import tarfile
+import itertools
 from pathlib import Path
 
 from pipeline.files import file_sha256
 from pipeline.manifest import Manifest, ShardEntry
-from pipeline.schema import IMAGE_MODALITIES, SHARD_MEMBERS, STORE, VECTOR_MODALITIES
+from pipeline.schema import IMAGE_MODALITIES, STORE, VECTOR_MODALITIES
+from pipeline.shard import ShardError, WindowShape, read_shard
 
 
-def check_shard(path: Path, entry: ShardEntry) -> list[str]:
-    """Problems with one shard: missing, checksum, size, samples, members."""
+def check_shard(path: Path, entry: ShardEntry, shape: WindowShape | None = None) -> list[str]:
+    """Problems with one shard: missing, size, sha256, and every window as the loader's strict
+    reader sees it (members, headers, per-window checksums, shapes, the window count)."""
     if not path.exists():
         return [f"{path}: missing"]
     problems = []
@@ -24,32 +27,27 @@ def check_shard(path: Path, entry: ShardEntry) -> list[str]:
         problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {entry.bytes}")
     if file_sha256(path) != entry.sha256:
         problems.append(f"{path}: sha256 differs from the manifest's: the shard is corrupt")
+    windows = 0
     try:
-        with tarfile.open(path) as tar:
-            names = tar.getnames()
-    except (tarfile.TarError, OSError) as err:
-        return [*problems, f"{path}: not a readable tar: {err}"]
-    samples: dict[str, set[str]] = {}
-    for name in names:
-        key, _, member = name.partition(".")
-        samples.setdefault(key, set()).add(member)
-    if len(samples) != entry.samples:
-        problems.append(f"{path}: {len(samples)} samples, the manifest says {entry.samples}")
-    for key, members in samples.items():
-        if members != set(SHARD_MEMBERS):
-            problems.append(f"{path}: sample {key} has members {sorted(members)}")
+        for _ in read_shard(path, shape):
+            windows += 1
+    except ShardError as err:
+        return [*problems, f"{path}: {err}"]
+    if windows != entry.samples:
+        problems.append(f"{path}: {windows} windows, the manifest says {entry.samples}")
     return problems
 
 
 def check_store(directory: Path, manifest: Manifest) -> list[str]:
-    """Problems with the store: unreadable, a variable missing or of the wrong shape."""
-    import xarray as xr
+    """Problems with the store: unreadable, a variable missing or of the wrong shape, a chunk
+    whose checksum fails (every chunk of every array is read, one at a time)."""
+    import zarr
 
     path = directory / STORE
     try:
-        ds = xr.open_zarr(path)
+        group = zarr.open_group(path, mode="r")
     except Exception as err:  # any failure to open is a corrupt store
-        return [f"{path}: cannot open it with xarray.open_zarr: {err}"]
+        return [f"{path}: cannot open it as a Zarr group: {err}"]
     p = manifest.grid.patch_size
     days = manifest.period.days
     patches = len(manifest.store_patch_indices)
@@ -61,10 +59,24 @@ def check_store(directory: Path, manifest: Manifest) -> list[str]:
     }
     problems = []
     for name, shape in expected.items():
-        if name not in ds:
+        if name not in group:
             problems.append(f"{path}: variable {name!r} is missing")
-        elif tuple(ds[name].shape) != shape:
-            problems.append(f"{path}: {name!r} has shape {tuple(ds[name].shape)}, expected {shape}")
-    if "patch" in ds and ds["patch"].values.tolist() != list(manifest.store_patch_indices):
+        elif tuple(group[name].shape) != shape:
+            problems.append(f"{path}: {name!r} has shape {group[name].shape}, expected {shape}")
+    for name in sorted(group.array_keys()):
+        problems += check_chunks(path, name, group[name])
+    if "patch" in group and group["patch"][:].tolist() != list(manifest.store_patch_indices):
         problems.append(f"{path}: its patch numbers differ from the manifest's")
+    return problems
+
+
+def check_chunks(path: Path, name: str, array) -> list[str]:
+    """Read every chunk of a Zarr array; each one that fails (checksum, codec, missing data
+    that should be there) is a problem naming the array and the chunk."""
+    problems = []
+    for index in itertools.product(*(range(n) for n in array.cdata_shape)):
+        try:
+            array.blocks[index]
+        except Exception as err:  # a failing codec raises many types; each is a damaged chunk
+            problems.append(f"{path}/{name}: chunk {'.'.join(map(str, index))} is damaged: {err}")
     return problems

@@ -38,6 +38,8 @@ from pipeline.stream import stream_shard
 from pipeline.window import worker_share
 
 EVENTS_KEY = "_loader_events"  # batch key that carries a worker's events to the main process
+# the shared array: [epoch, batches to skip, pid of the process that iterates the loader]
+EPOCH, SKIP, OWNER = 0, 1, 2
 
 
 def expand_locations(locations: list[str]) -> list[str]:
@@ -50,7 +52,8 @@ class WindowDataset(IterableDataset):
 
     ``len()`` is the number of batches the rank gets per epoch (the same on every rank).
     The epoch and the batches to skip come from a small shared array, so that persistent
-    DataLoader workers see :meth:`HydroLoader.set_epoch` and resumes.
+    DataLoader workers see :meth:`HydroLoader.set_epoch` and resumes; its third entry is
+    the pid of the process that iterates the loader (its workers end with it).
     """
 
     def __init__(
@@ -68,7 +71,7 @@ class WindowDataset(IterableDataset):
         self.rank, self.world = rank, world
         self.workers = max(1, cfg.num_workers)
         self.collate = collate
-        self.shared = shared  # [epoch, batches to skip]
+        self.shared = shared  # [EPOCH, SKIP, OWNER]
         self.ledger = ledger  # [workers, buffers, 3] int64 (flat), see pipeline.stages.BatchPool
         self._pool: BatchPool | None = None  # this process's buffers, made on first use
         self.table = manifest.catchment_table()
@@ -79,8 +82,12 @@ class WindowDataset(IterableDataset):
             self.shape.patch_size,
             len(manifest.catchments.static_attributes),
         )
-        n_catch = len(self.table.ids)
-        self.per_window = samples_per_window(n_catch, cfg.catchments_per_window, self.train)
+        # training never sees a held-out catchment; evaluation reads every catchment
+        held = set(manifest.catchments.holdout) if self.train else set()
+        self.catchments = [i for i, g in enumerate(self.table.ids) if g not in held]
+        self.per_window = samples_per_window(
+            len(self.catchments), cfg.catchments_per_window, self.train
+        )
         if cfg.reader == "zarr":
             self.starts = manifest.window_starts(cfg.split, cfg.stride)
             self.zarr = ZarrWindows.from_manifest(cfg.source, manifest, cfg.split)
@@ -102,12 +109,12 @@ class WindowDataset(IterableDataset):
         return sum(self.batches_per_worker(epoch, w, workers) for w in range(workers))
 
     def __len__(self) -> int:
-        return self.rank_batches_count(int(self.shared[0]))
+        return self.rank_batches_count(int(self.shared[EPOCH]))
 
     def zarr_plan(self, epoch: int) -> np.ndarray:
         return zarr_plan(
             self.starts,
-            len(self.table.ids),
+            self.catchments,
             train=self.train,
             seed=self.cfg.seed,
             epoch=epoch,
@@ -164,7 +171,7 @@ class WindowDataset(IterableDataset):
         """The DataLoader's iterator: with a ledger, packed batches (HydroLoader opens them)."""
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        epoch, skip = int(self.shared[0]), int(self.shared[1])
+        epoch, skip = int(self.shared[EPOCH]), int(self.shared[SKIP])
         pool = self.pool(worker)
         if pool is not None:
             pool.start_iteration()
@@ -237,7 +244,7 @@ class WindowDataset(IterableDataset):
                 window,
                 self.table,
                 choose_catchments(
-                    len(self.table.ids),
+                    self.catchments,
                     self.cfg.catchments_per_window,
                     self.cfg.seed,
                     epoch,
@@ -256,6 +263,12 @@ class WindowDataset(IterableDataset):
         for i, batch in enumerate(
             fixed_batches(samples, self.cfg.batch_size, plan.batches, self.pad, prefix)
         ):
+            if i == plan.batches - 1:
+                # read the rest of the plan (windows whose samples the batches drop: less
+                # than a batch's worth; the end of its last shard), so that a fault there
+                # is reported with the last batch: nothing comes after it to carry it
+                for _ in samples:
+                    pass
             if i >= skip:
                 yield self._emit(batch, events, pool)
 

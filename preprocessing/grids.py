@@ -4,7 +4,8 @@ An :class:`ImageSource` knows, for one modality, which file holds each day of ea
 file variables (temperature may be ``tas`` or the mean of ``tasmax`` and ``tasmin``), the
 grid, and how to convert the file's units to the project's. Indexing reads only metadata;
 :meth:`ImageSource.read` reads one block of days, opening only the files it needs, so a
-worker's memory is bounded by one block whatever the number of years.
+worker's memory is bounded by one block whatever the number of years, and checks every value
+it reads against the modality's physical range (``preprocessing.ranges``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from preprocessing.gridfile import (
     check_same_grid,
     grid_coords,
     open_grid,
+    read_errors,
     valid_everywhere,
 )
+from preprocessing.ranges import PhysicalRange, first_outside, image_range
 
 # canonical units per modality, and (scale, offset) from the units files use
 UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
@@ -76,8 +79,15 @@ class ImageSource:
                 )
 
     def read(self, dates: list[dt.date]) -> np.ndarray:
-        """``[T, H, W]`` float32 in the project's units, NaN where the files have no data."""
+        """``[T, H, W]`` float32 in the project's units, NaN where the files have no data.
+
+        Each file's days are checked against the modality's physical range
+        (``preprocessing.ranges``) after the unit conversion. A file that cannot be read,
+        or holds a value out of range, raises :class:`GridFileError` naming the file, the
+        variable and the day.
+        """
         out = np.zeros((len(dates), self.y.size, self.x.size), dtype=np.float64)
+        limits = image_range(self.name, self.units)
         for var in self.variables:
             wanted: dict[Path, list[tuple[int, int]]] = {}
             for i, day in enumerate(dates):
@@ -85,15 +95,39 @@ class ImageSource:
                 wanted.setdefault(path, []).append((i, t))
             for path, pairs in wanted.items():
                 rows, times = zip(*pairs, strict=True)
+                what = f"variable {var!r}, {len(rows)} day(s) from {dates[rows[0]]}"
                 with NETCDF_LOCK:
                     da = open_grid(path, var)
                     try:
-                        out[list(rows)] += da.isel(time=list(times)).values
+                        with read_errors(path, what):
+                            values = da.isel(time=list(times)).values  # [t, H, W]
                     finally:
                         da.close()
+                if limits is not None:
+                    self._check_range(values, path, var, [dates[r] for r in rows], limits)
+                out[list(rows)] += values
         out /= len(self.variables)
         out = out * self.scale + self.offset
         return out.astype(np.float32)
+
+    def _check_range(
+        self,
+        values: np.ndarray,
+        path: Path,
+        var: str,
+        days: list[dt.date],
+        limits: PhysicalRange,
+    ) -> None:
+        """Refuse ``values`` ``[t, H, W]`` (file units) outside ``limits`` once converted."""
+        converted = values * self.scale + self.offset
+        bad = first_outside(converted, limits)
+        if bad is not None:
+            t, row, col = bad
+            raise GridFileError(
+                f"{path}: variable {var!r} on {days[t]}: "
+                f"{limits.outside(float(converted[bad]))} for {self.name} (at y = "
+                f"{self.y[row]:g}, x = {self.x[col]:g}); check the file's units attribute"
+            )
 
     def valid_cells(self, files: list[FileDays] | None = None) -> np.ndarray:
         """Boolean ``[H, W]``: finite on every day of the files (the land mask's definition)."""
@@ -112,7 +146,7 @@ def global_attributes(path: Path) -> dict[str, str]:
     """The provenance attributes of a NetCDF file (source, version, ...), for the manifest."""
     import netCDF4
 
-    with NETCDF_LOCK, netCDF4.Dataset(path) as ds:
+    with NETCDF_LOCK, read_errors(path, "global attributes"), netCDF4.Dataset(path) as ds:
         return {k: str(ds.getncattr(k)) for k in ds.ncattrs() if k in PROVENANCE_ATTRS}
 
 

@@ -19,6 +19,7 @@ must then be on storage that the workers share).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -37,12 +38,14 @@ from pipeline.manifest import (
     SplitInfo,
     VariableInfo,
 )
+from pipeline.masking import new_generator
 from pipeline.normalize import VariableStats
 from pipeline.schema import (
     CRS,
     FORMAT_VERSION,
     IMAGE_MODALITIES,
     LAND_MASK_NPY,
+    LAND_MASK_PT,
     MANIFEST,
     MODALITIES,
     SHARDS,
@@ -54,7 +57,7 @@ from pipeline.window import balanced_counts
 from preprocessing import catchments as catchment_io
 from preprocessing import store
 from preprocessing.blocks import BlockJob, land_mask_step, write_block
-from preprocessing.journal import Journal
+from preprocessing.journal import JOURNAL, Journal, changed_inputs
 from preprocessing.plan import Plan, PreprocessConfig, make_plan
 from preprocessing.shard_tasks import ShardJob, write_one_shard
 from preprocessing.stats import TRANSFORMS, Moments
@@ -70,23 +73,27 @@ class Catchments:
     static: np.ndarray  # [C, A] float32
     weights: np.ndarray  # [C, N_store] float64, area share per stored patch
     boundaries: str  # "polygons" or "discs"
+    holdout: tuple[str, ...]  # gauge ids held out of training
 
 
 def run_job(cfg: PreprocessConfig) -> Manifest:
-    """Run (or finish) the whole job; return the manifest."""
+    """Run (or finish) the whole job; return the manifest.
+
+    Everything that can be checked is checked before anything is written (the plan, the
+    catchment inputs), and nothing already in ``cfg.out`` that hydromae did not write is
+    touched.
+    """
     plan = make_plan(cfg)
-    fingerprint = plan.fingerprint()  # stats every input file: once
+    settings = plan.settings()
     out = Path(cfg.out)
-    if (out / MANIFEST).exists():
-        manifest = Manifest.read(out)
-        if manifest.settings == fingerprint["settings"]:
-            print(f"{out}: already complete ({MANIFEST} present); nothing to do")
-            return manifest
-        raise ValueError(
-            f"{out} holds a finished dataset made with other settings; choose another --out"
-        )
+    finished = check_out_dir(out, settings, input_files(plan))
+    if finished is not None:
+        return finished
+    records = read_catchment_inputs(plan)
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out, fingerprint)
+    journal = Journal.open(
+        out, settings, input_files(plan, times=True), lambda: remove_outputs(out)
+    )
     grid = plan.grid
     print(
         f"preprocess: {len(plan.dates)} days {plan.dates[0]}..{plan.dates[-1]}, grid "
@@ -94,11 +101,11 @@ def run_job(cfg: PreprocessConfig) -> Manifest:
     )
     mask = land_mask_step(plan, journal, out)
     patches = PatchTable.from_mask(mask, grid, cfg.land_threshold)
-    catchments = read_catchments(plan, patches.land_patch_indices)
+    catchments = catchment_weights(plan, records, patches.land_patch_indices)
     create_store(plan, journal, out / STORE, patches, catchments)
     normalization = write_images(plan, journal, out / STORE, mask, patches, catchments)
     splits, shards = write_shards(plan, journal, out, patches, len(catchments.series.gauge_ids))
-    manifest = build_manifest(plan, fingerprint, patches, catchments, normalization, splits, shards)
+    manifest = build_manifest(plan, settings, patches, catchments, normalization, splits, shards)
     manifest.write(out)
     journal.close()
     print(
@@ -108,26 +115,112 @@ def run_job(cfg: PreprocessConfig) -> Manifest:
     return manifest
 
 
-def read_catchments(plan: Plan, store_patches: np.ndarray) -> Catchments:
-    """Series, static attributes and patch weights (small: read in the main process)."""
+def input_files(plan: Plan, times: bool = False) -> dict[str, list[list]]:
+    """Every input file per group, ``[name, bytes]`` (and with ``times`` the modification
+    time in ns, for the journal): what a dataset was made from."""
+    groups: dict[str, list[Path]] = {
+        name: list(dict.fromkeys(f.path for f in src.files)) for name, src in plan.sources.items()
+    }
+    groups["catchments"] = list(plan.catchment_files)
+    groups["attributes"] = list(plan.attribute_files)
+    if plan.boundaries:
+        groups["boundaries"] = [plan.boundaries]
+    out = {}
+    for group, paths in groups.items():
+        stats = [(p.name, p.stat()) for p in paths]
+        out[group] = [[n, st.st_size, *([st.st_mtime_ns] if times else [])] for n, st in stats]
+    return out
+
+
+def check_out_dir(out: Path, settings: dict, inputs: dict[str, list[list]]) -> Manifest | None:
+    """A finished dataset to keep (same settings and inputs), or None to (re)start the job;
+    refuse a directory that would be damaged or whose data would be stale."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if (out / MANIFEST).exists():
+        manifest = Manifest.read(out)
+        if manifest.settings != settings:
+            raise ValueError(
+                f"{out} holds a finished dataset made with other settings; choose another --out"
+            )
+        changed = changed_inputs(manifest.to_dict()["inputs"], inputs)
+        if changed:
+            raise ValueError(
+                f"{out} holds a finished dataset made from inputs that have changed since "
+                f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): its data "
+                f"would be stale; choose another --out, or delete {out} to rebuild it"
+            )
+        print(f"{out}: already complete ({MANIFEST} present); nothing to do")
+        return manifest
+    if out.exists() and not (out / JOURNAL).exists():
+        others = sorted(p.name for p in out.iterdir())
+        if others:
+            raise ValueError(
+                f"--out {out} holds files that hydromae did not write ({', '.join(others[:3])}"
+                f"{' ...' if len(others) > 3 else ''}): choose an empty or new directory"
+            )
+    return None
+
+
+def remove_outputs(out: Path) -> None:
+    """Remove what an unfinished run wrote into ``out`` (its own directory), to start over."""
+    for name in (STORE, SHARDS):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (LAND_MASK_NPY, LAND_MASK_PT):
+        (out / name).unlink(missing_ok=True)
+
+
+def read_catchment_inputs(plan: Plan) -> tuple[catchment_io.GaugeRecords, np.ndarray, dict]:
+    """The catchments' series, static attributes ``[C, A]``, boundary polygons (None:
+    discs) and held-out ids, read and checked before anything is written."""
     cfg = plan.cfg
     series = catchment_io.read_series(
         plan.catchment_files, plan.dates, cfg.evap_column, cfg.riverflow_column
     )
+    holdout = resolve_holdout(cfg.holdout_catchments, series.gauge_ids)
     table = catchment_io.read_attributes(plan.attribute_files, series.gauge_ids)
     static = catchment_io.static_matrix(table, cfg.static_attributes, plan.attribute_files)
-    polygons = read_boundaries(Path(cfg.boundaries)) if cfg.boundaries else None
+    polygons = read_boundaries(plan.boundaries) if plan.boundaries else None
+    where = {"polygons": polygons, "gauges": catchment_io.gauge_points(table), "holdout": holdout}
+    return series, static, where
+
+
+def resolve_holdout(given: list[str], gauge_ids: list[str]) -> tuple[str, ...]:
+    """The gauge ids held out of training: those given, or (one number N that is no gauge
+    id) N of them drawn by a generator keyed by the gauges, the same on every rerun."""
+    if len(given) == 1 and given[0] not in gauge_ids and given[0].isdigit():
+        n = int(given[0])
+        if not 0 < n < len(gauge_ids):
+            raise ValueError(
+                f"--holdout-catchments {n}: must leave at least one of the {len(gauge_ids)} "
+                "catchments for training"
+            )
+        picked = new_generator("holdout", n, *gauge_ids).choice(len(gauge_ids), n, replace=False)
+        return tuple(gauge_ids[i] for i in sorted(picked))
+    unknown = [g for g in given if g not in gauge_ids]
+    if unknown:
+        raise ValueError(
+            f"--holdout-catchments: gauge(s) {unknown[:5]} are not among the "
+            f"{len(gauge_ids)} catchments read"
+        )
+    if given and len(set(given)) >= len(gauge_ids):
+        raise ValueError("--holdout-catchments: every catchment held out: none left to train on")
+    return tuple(g for g in gauge_ids if g in set(given))
+
+
+def catchment_weights(plan: Plan, records: tuple, store_patches: np.ndarray) -> Catchments:
+    """The catchments with their area share in each stored patch."""
+    series, static, where = records
     weights = patch_weights(
         plan.grid,
         plan.sources["temp"].y,
         plan.sources["temp"].x,
         series.gauge_ids,
-        polygons,
-        catchment_io.gauge_points(table),
+        where["polygons"],
+        where["gauges"],
     )
-    return Catchments(
-        series, static, weights[:, store_patches], "polygons" if polygons else "discs"
-    )
+    boundaries = "polygons" if where["polygons"] else "discs"
+    return Catchments(series, static, weights[:, store_patches], boundaries, where["holdout"])
 
 
 def create_store(
@@ -175,8 +268,9 @@ def write_images(
     first, last = plan.splits["train"]
     train_rows = np.array([first <= d <= last for d in plan.dates])
     series = catchments.series
-    for var, values in (("evap", series.evap), ("riverflow", series.riverflow)):
-        moments[var] = Moments.of(values[train_rows], TRANSFORMS[var])
+    gauged = [i for i, g in enumerate(series.gauge_ids) if g not in catchments.holdout]
+    for var, values in (("evap", series.evap), ("riverflow", series.riverflow[:, gauged])):
+        moments[var] = Moments.of(values[train_rows], TRANSFORMS[var])  # no held-out flow
     return {var: moments[var].stats(TRANSFORMS[var], var) for var in MODALITIES}
 
 
@@ -203,17 +297,13 @@ def write_shards(
             offset += n
         a, b = plan.splits[split]
         splits[split] = SplitInfo(a, b, len(starts), len(starts) * n_catchments, tuple(starts))
-        if not starts:
-            print(
-                f"note: the {split} split ({a}..{b}) is shorter than one window: no {split} windows"
-            )
     entries = [ShardEntry(**entry) for entry in run_tasks(tasks, cfg, "shards")]
     return splits, entries
 
 
 def build_manifest(
     plan: Plan,
-    fingerprint: dict,
+    settings: dict,
     patches: PatchTable,
     catchments: Catchments,
     normalization: dict[str, VariableStats],
@@ -228,7 +318,8 @@ def build_manifest(
     return Manifest(
         format_version=FORMAT_VERSION,
         software={"hydromae": version("hydromae")},
-        settings=fingerprint["settings"],
+        settings=settings,
+        inputs={g: tuple((n, size) for n, size in files) for g, files in input_files(plan).items()},
         sources={
             name: {
                 "variables": src.variables,
@@ -281,6 +372,7 @@ def build_manifest(
                 for row in catchments.weights
             ),
             boundaries=catchments.boundaries,
+            holdout=catchments.holdout,
         ),
         shards=tuple(shards),
     )

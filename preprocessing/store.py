@@ -3,7 +3,7 @@
 Layout (readable with plain ``xarray.open_zarr``): images ``(time, patch, py, px)`` over
 every patch with any land, vectors ``(time, catchment)``, ``static (catchment, attribute)``,
 ``catchment_patch_weight (catchment, patch)``; a CF time coordinate; chunks of one window
-in time; zstd. Values in physical units, NaN = sea or missing.
+in time; zstd, and a crc32c checksum per chunk. Values in physical units, NaN = sea or missing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from pipeline.files import named
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES, VECTOR_MODALITIES
 
 LONG_NAMES = {
@@ -86,7 +87,9 @@ def create(
         units="1", long_name="fraction of the catchment's area in the patch"
     )
     ds["patch"].attrs.update(long_name="patch number, row-major from the south-west")
-    compressor = {"compressors": [zarr.codecs.ZstdCodec(level=3)]}
+    # zstd, then a crc32c of each compressed chunk: a damaged chunk fails on read, and
+    # ``hydromae inspect`` reads every chunk
+    compressor = {"compressors": [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()]}
     encoding = {name: dict(compressor) for name in ds.data_vars}
     for name in IMAGE_MODALITIES:
         encoding[name]["chunks"] = (layout.window, n, p, p)
@@ -112,4 +115,7 @@ def write_images(path: Path, start: int, blocks: dict[str, np.ndarray]) -> None:
     """Write ``[T, N_store, p, p]`` blocks at time index ``start`` (chunk-aligned, idempotent)."""
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     for name, block in blocks.items():
-        group[name][start : start + block.shape[0]] = block
+        try:
+            group[name][start : start + block.shape[0]] = block
+        except OSError as err:  # a full disk: say which array's chunks could not be written
+            raise named(err, path / name) from None

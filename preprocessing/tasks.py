@@ -8,6 +8,7 @@ the run went. A progress bar counts finished tasks.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from preprocessing.plan import PreprocessConfig
@@ -41,7 +42,9 @@ def run_tasks(
                     bar.update()
 
         keys = {d.key for d in delayed}
-        with _Progress():
-            return list(dask.compute(*delayed, scheduler="threads", num_workers=cfg.workers))
+        # a pool of our own, shut down (waiting for running tasks) before anything is
+        # raised: a failed task never leaves another still reading files behind it
+        with ThreadPoolExecutor(cfg.workers) as pool, _Progress():
+            return list(dask.compute(*delayed, scheduler="threads", pool=pool))
     finally:
         bar.close()

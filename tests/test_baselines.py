@@ -80,3 +80,19 @@ def test_error_sums_and_catchment_scores():
     series.add(torch.tensor([4]), days + 0.5, days, torch.ones(1, 12, dtype=torch.bool))
     s = series.summary(minimum=10)
     assert s["nse_catchments"] == 1 and 0.9 < s["nse_median"] < 1.0
+
+
+def test_climatology_of_a_record_with_a_seasonal_gap_is_its_mean():
+    """A gauge with no flow from April to October in its training record: harmonics fitted
+    on the winter alone would extrapolate wildly into the summer; its mean is used."""
+    doy = np.tile(np.arange(1, 366), 2)
+    values = np.stack([2.0 + np.sin(2 * np.pi * doy / 365.25), 1.0 + 0.5 * np.cos(doy)], 1)
+    gap = (doy >= 91) & (doy <= 304)  # April to October
+    values[gap, 1] = np.nan
+    clim = Climatology(2).fit(values, doy)
+    assert clim.supported().tolist() == [True, False]
+    summer = clim.predict(np.arange(91, 305))  # [days, 2]
+    np.testing.assert_allclose(summer[:, 1], np.nanmean(values[:, 1]), rtol=1e-9)
+    assert np.abs(summer[:, 0] - values[90:304, 0]).max() < 0.05  # the full record: harmonics
+    short = Climatology(1).fit(np.arange(100.0)[:, None], np.arange(1, 101))  # < a year
+    np.testing.assert_allclose(short.predict(np.array([200, 300])), 49.5, rtol=1e-9)

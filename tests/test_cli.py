@@ -77,7 +77,7 @@ def test_landmask_errors_name_the_file_and_variable(tmp_path, capsys):
     assert "small.nc" in capsys.readouterr().err
 
     assert main(["landmask", "--mask", str(reference_mask_path()), "--threshold", "2"]) == 2
-    assert "land_threshold must lie in [0, 1]" in capsys.readouterr().err
+    assert "--threshold: must be at most 1.0" in capsys.readouterr().err
     assert main(["landmask", "--from", str(tmp_path / "nothing*.nc"), "--out", "x"]) == 2
     assert "no file matches" in capsys.readouterr().err
 

@@ -460,3 +460,48 @@ def test_reused_images_and_given_memory_give_the_same_batch(small_mask_path):
     del samples, batch, into
     gc.collect()
     assert not reuse.images  # forgotten with their windows
+
+
+# ----------------------------------------------------------------- strategies
+MIX = {"seed": 0.4, "block": 0.3, "withhold": 0.3}
+
+
+def test_strategy_draw_is_keyed_whatever_the_batch(small_mask_path):
+    """Each sample's strategy (and its masks) depends on (seed, epoch, sample_key) only."""
+    rng = np.random.default_rng(3)
+    c = small_collate(small_mask_path, seed=9, strategies=MIX)
+    samples = [grid_sample(c, rng, key=f"k{i}") for i in range(24)]
+    c.set_epoch(2)
+    whole = c(samples)
+    assert set(whole["strategy"]) == set(MIX)  # 24 samples draw every strategy
+    alone = [c([s]) for s in samples[::-1]]
+    for i, one in enumerate(alone[::-1]):
+        assert one["strategy"] == [whole["strategy"][i]]
+        for m in (*IMAGE_MODALITIES, *VECTOR_MODALITIES):
+            assert torch.equal(one[f"{m}_mask"][0], whole[f"{m}_mask"][i]), (i, m)
+    c.set_epoch(3)
+    assert c(samples)["strategy"] != whole["strategy"]  # a new epoch, new draws
+
+
+def test_each_strategy_hides_what_it_says(small_mask_path):
+    rng = np.random.default_rng(4)
+    c = small_collate(small_mask_path, seed=1, strategies=MIX)
+    plain = small_collate(small_mask_path, seed=1)
+    samples = [grid_sample(c, rng, key=f"k{i}") for i in range(30)]
+    batch, seed_masks = c(samples), plain(samples)
+    valid = torch.tensor(SMALL_VALID)
+    n_days = masked_count(T_SMALL, 0.75)
+    for i, name in enumerate(batch["strategy"]):
+        image, evap = batch["precip_mask"][i], batch["evap_mask"][i]
+        flow = batch["riverflow_mask"][i]
+        if name == "seed":  # the specification's masks, as drawn without a mix
+            for m in (*IMAGE_MODALITIES, *VECTOR_MODALITIES):
+                assert torch.equal(batch[f"{m}_mask"][i], seed_masks[f"{m}_mask"][i])
+        elif name == "block":  # images as the seed's; one contiguous block of days
+            assert torch.equal(image, seed_masks["precip_mask"][i])
+            days = torch.nonzero(evap)[:, 0]
+            assert len(days) == n_days and days[-1] - days[0] == n_days - 1
+            assert torch.equal(evap, flow)
+        else:  # withhold: images and evaporation seen, riverflow hidden on every day
+            assert not image[:, valid].any() and not evap.any() and flow.all()
+        assert not image[:, [p for p in range(12) if p not in SMALL_VALID]].any()  # ocean

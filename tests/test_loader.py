@@ -1,9 +1,10 @@
 """The streaming loader: sources, samples per catchment, ranks x workers, resume, faults, HTTP.
 
 One small dataset per module: 100 synthetic days, 3 catchments, window 20, stride 10, the
-train split (60 days) in 5 windows over 3 uneven shards (2, 2, 1 windows). Ranks and
-workers are simulated in-process (``WindowDataset.rank_batches`` interleaves the workers'
-streams as the DataLoader does); one test checks that real worker processes agree.
+train split (60 days) in 5 windows over 3 uneven shards (2, 2, 1 windows); the same data in
+one shard for the windows left over in training. Ranks and workers are simulated
+in-process (``WindowDataset.rank_batches`` interleaves the workers' streams as the
+DataLoader does); one test checks that real worker processes agree.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import itertools
+import json
 import logging
 import platform
 import shutil
@@ -22,16 +25,20 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline import config
 from pipeline.catchment import expand
+from pipeline.files import encode_json
 from pipeline.loader import LoaderConfig, _worker_start, build_loader, resolve_rank
 from pipeline.location import shard_label
 from pipeline.manifest import Manifest
+from pipeline.npy import decode_npy
+from pipeline.plan import stream_plan
 from pipeline.schema import SHARDS
-from pipeline.shard import read_shard
+from pipeline.shard import ShardError, read_shard
 from preprocessing.job import run_job
 from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
@@ -46,13 +53,29 @@ MASKS = ("precip_mask", "soil_mask", "temp_mask", "evap_mask", "riverflow_mask")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def raw(tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("raw")
     generate(raw, start="2000-01-01", days=100, catchments=3, seed=1, progress=False)
-    out = tmp_path_factory.mktemp("data") / "dataset"
-    settings = dict(window=20, stride=10, samples_per_shard=2, progress=False, out=out, **SPLITS)
+    return raw
+
+
+def preprocess(raw: Path, out: Path, samples_per_shard: int, **more) -> Path:
+    settings = dict(window=20, stride=10, progress=False, out=out, **SPLITS, **more)
+    settings["samples_per_shard"] = samples_per_shard
     run_job(config.load(PreprocessConfig, raw / "preprocess.toml", settings))
     return out
+
+
+@pytest.fixture(scope="module")
+def dataset(raw, tmp_path_factory) -> Path:
+    """The train split's 5 windows in 3 shards of 2, 2 and 1."""
+    return preprocess(raw, tmp_path_factory.mktemp("data") / "dataset", 2)
+
+
+@pytest.fixture(scope="module")
+def one_shard(raw, tmp_path_factory) -> Path:
+    """The same data with the train split's 5 windows in one shard."""
+    return preprocess(raw, tmp_path_factory.mktemp("one") / "dataset", 8)
 
 
 def loader(dataset, **options):
@@ -213,6 +236,58 @@ def test_zarr_order_is_independent_of_the_workers(dataset):
     assert keys(runs[0]) == keys(runs[1]) == keys(runs[2])
     for name in MASKS:
         assert all(torch.equal(x[name], y[name]) for x, y in zip(runs[0], runs[2], strict=True))
+
+
+def windows_of(batches) -> set[str]:
+    return {k.split("-")[0] for k in flat(batches) if not k.startswith("pad-")}
+
+
+def test_left_over_windows_rotate_so_every_window_is_read(one_shard):
+    """One shard of 5 windows, 2 slots of 2 windows: 1 left over, a different one each
+    epoch, never the same two epochs running; ranks stay equal."""
+    starts = {k.split("-")[0] for k in all_samples(one_shard)}
+    assert len(Manifest.read(one_shard).split_shards("train")) == 1 and len(starts) == 5
+    left, seen = [], set()
+    for epoch in range(4):
+        (batches,) = simulate(one_shard, 1, 2, epoch, batch_size=3)
+        assert len(batches) == 4 and all(w == 1.0 for b in batches for w in b["weight"].tolist())
+        read = windows_of(batches)
+        assert len(read) == 4 and len(flat(batches)) == 12  # 4 windows x 3 catchments, once
+        left += sorted(starts - read)
+        seen |= read
+        if epoch == 1:
+            assert seen == starts  # every window within two epochs
+        ranks = simulate(one_shard, 2, 1, epoch, batch_size=3)  # 2 ranks x 1 worker
+        assert len(ranks[0]) == len(ranks[1]) == 2
+        assert not windows_of(ranks[0]) & windows_of(ranks[1])
+    assert all(a != b for a, b in itertools.pairwise(left))  # 4 epochs, 4 different ones
+    assert len(set(left)) == 4
+
+
+def test_the_streaming_plan_covers_each_window_once_and_rotates_the_rest():
+    """The plan alone, for several shard layouts and slot counts: a pure function; the
+    slots' pieces are disjoint and equal in size and leave out ``total % slots`` windows;
+    in one shard, never the same window two epochs running."""
+    for counts in ([5], [2, 2, 1], [3, 1, 4, 1, 5], [7]):
+        every = {(s, i) for s, n in enumerate(counts) for i in range(n)}
+        for world, workers in ((1, 2), (2, 1), (1, 3), (2, 2), (3, 1)):
+            size = sum(counts) // (world * workers)
+            left = []
+            for epoch in range(3):
+                read = []
+                for rank, worker in itertools.product(range(world), range(workers)):
+                    kw = dict(seed=5, epoch=epoch, rank=rank, world=world, worker=worker,
+                              workers=workers, per_window=3, batch_size=2)  # fmt: skip
+                    plan = stream_plan(counts, train=True, **kw)
+                    assert plan == stream_plan(counts, train=True, **kw)
+                    assert plan.windows == sum(n for _, _, n in plan.pieces) == size
+                    assert plan.batches == size * 3 // 2
+                    assert all(f >= 0 and f + n <= counts[s] for s, f, n in plan.pieces)
+                    read += [(s, f + i) for s, f, n in plan.pieces for i in range(n)]
+                assert len(read) == len(set(read)) == size * world * workers
+                left.append(every - set(read))
+            if len(counts) == 1:
+                assert all(not (a & b) for a, b in itertools.pairwise(left)), (counts, left)
 
 
 def test_masks_are_keyed_by_sample_not_by_worker(dataset):
@@ -393,6 +468,108 @@ def test_a_window_with_a_missing_member_is_reported_not_split(broken, caplog):
     assert "train-000000.tar" in caplog.text and "riverflow.npy" in caplog.text
 
 
+def window_starts(batches) -> list[str]:
+    """The windows whose real samples arrived, sorted."""
+    real = [k for b in batches for k, w in zip(b["sample_key"], b["weight"], strict=True) if w]
+    return sorted({k.split("-")[0] for k in real})
+
+
+def test_a_member_that_fails_its_checksum_drops_its_window(broken, caplog):
+    """64 bytes overwritten inside a member's data (size and headers intact): the window
+    is reported by shard, window and member, counted, dropped and padded."""
+    path = broken / SHARDS / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        member = tar.getmember("20000111.soil.npy")
+        clean = decode_npy(tar.extractfile(member).read())
+    data = bytearray(path.read_bytes())
+    data[member.offset_data + 1000 : member.offset_data + 1064] = b"\x7f" * 64
+    path.write_bytes(bytes(data))
+    with tarfile.open(path) as tar:  # still a well-formed tar, the member's values altered
+        altered = decode_npy(tar.extractfile("20000111.soil.npy").read())
+    assert altered.shape == clean.shape and not np.array_equal(altered, clean, equal_nan=True)
+
+    caplog.set_level(logging.WARNING, logger="pipeline.loader")
+    for workers in (0, 2):
+        ld = loader(broken, mode="val", batch_size=3, num_workers=workers)
+        batches = list(ld)
+        assert len(batches) == len(ld) == {0: 5, 2: 6}[workers]
+        assert window_starts(batches) == ["20000101", "20000121", "20000131", "20000210"]
+        assert ld.stats.bad_window_keys == [("train-000000.tar", "20000111")]
+        assert ld.stats.bad_windows == 1 and ld.stats.corrupt_shards == []
+        assert ld.stats.padded_samples == len(ld) * 3 - 12
+    assert "train-000000.tar" in caplog.text and "20000111" in caplog.text
+    assert "soil.npy fails its crc32 check" in caplog.text
+
+    got = []
+    with pytest.raises(ShardError, match=r"train-000000\.tar.*20000111.*soil\.npy.*crc32"):
+        for window in read_shard(path):
+            got.append(window["__key__"])
+    assert got == ["20000101"]  # the good window before it, then the error
+
+
+def test_a_shard_without_checksums_is_refused(broken, caplog):
+    """A shard written before the per-window checksums (dataset format 1) is refused by
+    the strict reader and reported corrupt by the loader, saying why."""
+    path = broken / SHARDS / "train-000001.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            if member.name.endswith(".meta.json"):
+                meta = json.loads(data)
+                assert set(meta) == {"start", "split", "crc32"}
+                del meta["crc32"]
+                data = encode_json(meta)
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(ShardError, match=r"train-000001\.tar.*'crc32'.*older format"):
+        list(read_shard(path))
+    caplog.set_level(logging.WARNING, logger="pipeline.loader")
+    ld = loader(broken, mode="val", batch_size=3)
+    assert window_starts(ld) == ["20000101", "20000111", "20000210"]
+    assert ld.stats.corrupt_shards == ["train-000001.tar"] and ld.stats.bad_windows == 0
+    assert "older format" in caplog.text
+
+
+TRUNCATIONS = {  # where train-000000.tar (windows 20000101, 20000111) is cut: what is kept
+    "inside the first window": ("20000101.soil.npy", "data", 100, []),
+    "between the windows": ("20000111.precip.npy", "header", 0, ["20000101"]),
+    "inside the second window's first header": ("20000111.precip.npy", "header", 100, ["20000101"]),
+    "inside the second window's first member": ("20000111.precip.npy", "data", 100, ["20000101"]),
+    "inside a later member": ("20000111.temp.npy", "data", 5000, ["20000101"]),
+    "in the second window's last member": ("20000111.meta.json", "data", 10, ["20000101"]),
+    "before the end blocks": ("20000111.meta.json", "end", 0, ["20000101", "20000111"]),
+}
+
+
+@pytest.mark.parametrize("where", list(TRUNCATIONS))
+def test_a_truncated_shard_keeps_every_complete_window_before_the_damage(broken, where):
+    name, part, extra, kept = TRUNCATIONS[where]
+    path = broken / SHARDS / "train-000000.tar"
+    with tarfile.open(path) as tar:
+        member = tar.getmember(name)
+    cut = {
+        "header": member.offset,
+        "data": member.offset_data,
+        "end": member.offset_data + -(-member.size // 512) * 512,
+    }[part] + extra
+    path.write_bytes(path.read_bytes()[:cut])
+
+    got = []
+    with pytest.raises(ShardError, match=r"train-000000\.tar.*truncated"):
+        for window in read_shard(path):
+            got.append(window["__key__"])
+    assert got == kept  # yielded, then the error
+
+    ld = loader(broken, mode="val", batch_size=3, shards=[str(path)])
+    batches = list(ld)
+    assert len(batches) == len(ld) == 2  # the plan's count, whatever was lost
+    assert window_starts(batches) == kept
+    assert ld.stats.corrupt_shards == ["train-000000.tar"] and ld.stats.bad_windows == 0
+    assert ld.stats.padded_samples == 6 - 3 * len(kept)
+    assert "truncated" in ld.stats.events[0].detail
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -541,3 +718,19 @@ def test_resume_with_workers_in_any_phase(dataset, reader):
     full = keys(ld.dataset.rank_batches(2, workers=3))
     for skip in (1, 2, 4, 5):
         assert keys(ld.dataset.rank_batches(2, workers=3, skip=skip)) == full[skip:]
+
+
+def test_held_out_catchments_never_appear_in_a_training_batch(raw, tmp_path):
+    data = preprocess(raw, tmp_path / "dataset", 2, holdout_catchments=["1"])
+    manifest = Manifest.read(data)
+    held = manifest.catchments.holdout
+    assert len(held) == 1  # "1": one catchment drawn, the same on every rerun
+    index = manifest.catchments.ids.index(held[0])
+    for reader, k in (("shards", 0), ("zarr", 0), ("zarr", 1), ("shards", 1)):
+        ld = loader(data, reader=reader, catchments_per_window=k, batch_size=2)
+        for epoch in range(2):
+            ld.set_epoch(epoch)
+            seen = {int(c) for b in ld for c in b["catchment_index"][b["weight"] > 0]}
+            assert seen and index not in seen, (reader, k, seen)
+    evaluation = list(loader(data, mode="eval", split="test", batch_size=2))
+    assert index in {int(c) for b in evaluation for c in b["catchment_index"]}

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import SMALL_H, SMALL_P, SMALL_W
 
-from pipeline import MultiScaleMaskedCollate
+from pipeline import MultiScaleMaskedCollate, strategies
+from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer, VariableStats
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.baselines import interpolate_time, neighbour_mean
@@ -98,8 +99,9 @@ def test_encoder_never_sees_masked_values(small_mask_path):
     model = model_for(geometry).eval()
     h, _, _ = model.forward_encoder(batch)
     h2, _, _ = model.forward_encoder(with_masked_values_changed(batch))
-    # visible tokens: 7 valid patches - 5 masked = 2 a day; 12 - 9 = 3 days; 1 static token
-    assert h.shape == (4, 1 + 2 * T + 3, 32)
+    # visible tokens: 7 valid patches - 5 masked = 2 a day; 12 - 9 = 3 days of each of the
+    # two series; 1 static token
+    assert h.shape == (4, 1 + 2 * T + 2 * 3, 32)
     assert torch.equal(h, h2)
 
 
@@ -111,8 +113,9 @@ def test_visible_positions_and_sea_pixels_do_not_change_the_loss(small_mask_path
     g = out["image"]
     untouchable = ~(g["mask"][..., None] & g["valid"])  # visible tokens, sea pixels
     g["pred"] = torch.where(untouchable, g["pred"] + 100.0, g["pred"])
-    v = out["vector"]
-    v["pred"] = torch.where(v["mask"][..., None], v["pred"], v["pred"] - 7.0)
+    for name in VECTOR_MODALITIES:
+        v = out[name]
+        v["pred"] = torch.where(v["mask"][..., None], v["pred"], v["pred"] - 7.0)
     again = mae_loss(out, model.groups, geometry.patch_pixels, LossConfig())[0]
     assert torch.equal(base, again)
     assert (~g["valid"]).any()  # there were sea pixels in valid patches to ignore
@@ -153,8 +156,8 @@ def test_both_decoders_and_layouts_train(small_mask_path):
             batch, geometry = make_batch(small_mask_path, mask_mode=mask_mode, seed=1)
             model = model_for(geometry, decoder)
             out = model(batch)
-            groups = {"image", "vector"} if mask_mode == "unified" else set(IMAGE_MODALITIES)
-            assert groups <= set(out)
+            images = {"image"} if mask_mode == "unified" else set(IMAGE_MODALITIES)
+            assert set(out) == images | set(VECTOR_MODALITIES)
             loss = loss_of(model, batch)
             loss.backward()
             assert torch.isfinite(loss) and loss > 0
@@ -181,7 +184,7 @@ def test_all_token_encoder_ablation_keeps_every_position(small_mask_path):
         cfg.decoder, cfg.encoder_tokens = decoder, "all"
         model = HydroMAE(cfg, geometry, normalizer())
         h, _, _ = model.forward_encoder(batch)
-        assert h.shape == (4, 1 + 7 * T + T, 32)  # static, 7 valid patches x T days, T days
+        assert h.shape == (4, 1 + 7 * T + 2 * T, 32)  # static, 7 valid patches x T days, 2 x T
         changed = dict(batch)
         changed["temp"] = torch.where(
             batch["temp_mask"][..., batch["valid_patch_indices"]][..., None], 1e3, batch["temp"]
@@ -217,7 +220,7 @@ def test_hints_start_from_the_baselines(small_mask_path):
         with torch.no_grad():
             model.decoder.hints.mix["image"].zero_()[kind] = 1.0
         out = model(batch)
-        image, vector = out["image"], out["vector"]
+        image = out["image"]
         for j, name in enumerate(IMAGE_MODALITIES):
             cols = slice(j * geometry.patch_pixels, (j + 1) * geometry.patch_pixels)
             truth = image["target"][..., cols].reshape(batch[name].shape)  # [B, T, N, P]
@@ -233,10 +236,13 @@ def test_hints_start_from_the_baselines(small_mask_path):
             scored = valid & masked[..., None]
             assert scored.any()
             torch.testing.assert_close(pred[scored], expected[scored])
-        known = vector["valid"] & ~vector["mask"][..., None]  # [B, T, 2]
-        scored = vector["valid"] & vector["mask"][..., None]
-        expected = interpolate_time(vector["target"], known)
-        torch.testing.assert_close(vector["pred"][scored], expected[scored])
+        for name in VECTOR_MODALITIES:
+            vector = out[name]
+            known = vector["valid"] & ~vector["mask"][..., None]  # [B, T, 1]
+            scored = vector["valid"] & vector["mask"][..., None]
+            expected = interpolate_time(vector["target"], known)
+            torch.testing.assert_close(vector["pred"][scored], expected[scored])
+            torch.testing.assert_close(vector["mix"][scored], expected[scored])
 
 
 def test_norm_pix_loss_stays_finite_on_a_dry_patch(small_mask_path):
@@ -275,3 +281,66 @@ def test_rain_history_is_the_catchments_rain_lagged(small_mask_path):
     for lag in range(4):
         expected = torch.where(days >= lag, 2.75 * (days - lag), 0.0)
         torch.testing.assert_close(history[:, :, lag], expected.expand(b, -1))
+
+
+def one_sample(batch: dict, i: int) -> dict:
+    """Sample ``i`` of a batch as a batch of one."""
+    b = len(batch["sample_key"])
+    return {
+        k: (v[i : i + 1] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == b else v)
+        if not isinstance(v, list)
+        else v[i : i + 1]
+        for k, v in batch.items()
+    }
+
+
+@pytest.mark.parametrize("decoder", ["mae", "cross"])
+def test_a_batch_of_mixed_strategies_gives_each_sample_what_it_gives_alone(
+    small_mask_path, decoder
+):
+    """Samples of one batch may hide different numbers of tokens (a strategy each): the
+    padding that evens them out changes no sample's prediction."""
+    batch, geometry = make_batch(small_mask_path)
+    mixed = strategies.apply(batch, ["seed", "withhold", "block", "riverflow"], [0, 0, 0.7, 0])
+    model = model_for(geometry, decoder).eval()
+    with torch.no_grad():
+        out = model(mixed)
+        for i in range(4):
+            alone = model(one_sample(mixed, i))
+            for name in out:
+                assert torch.equal(out[name]["predicted"][i], alone[name]["predicted"][0])
+                where = out[name]["predicted"][i]
+                torch.testing.assert_close(
+                    out[name]["pred"][i][where], alone[name]["pred"][0][where], rtol=1e-4, atol=1e-5
+                )
+
+
+@pytest.mark.parametrize("decoder", ["mae", "cross"])
+def test_simulate_shows_the_model_no_riverflow_value(small_mask_path, decoder):
+    batch, geometry = make_batch(small_mask_path)
+    sim = strategies.apply(batch, ["simulate"] * 4)
+    model = model_for(geometry, decoder).eval()
+    changed = dict(sim)
+    changed["riverflow"] = torch.rand_like(sim["riverflow"]) * 100
+    with torch.no_grad():
+        out, again = model(sim), model(changed)
+    for name in out:
+        assert torch.equal(out[name]["pred"], again[name]["pred"]), name
+    flow = out["riverflow"]
+    assert flow["predicted"].all() and flow["mask"].all()  # every day predicted and scored
+    assert not out["evap"]["mask"].any()
+
+
+def test_the_encoder_takes_the_catchments_patches_first_within_its_budget(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    weight = torch.zeros_like(batch["catchment_weight"])
+    weight[:, 3] = 1.0  # the catchment lies in the 4th valid patch only
+    sim = strategies.apply({**batch, "catchment_weight": weight}, ["simulate"] * 4)
+    model = model_for(geometry).eval()
+    h, restore, _ = model.forward_encoder(sim)
+    budget = 7 - masked_count(7, 0.75)  # the specification's visible count: 2 of 7 a day
+    assert model.image_budget == budget
+    assert h.shape[1] == 1 + budget * T + T  # images within budget, every evap day, no flow
+    keep = restore["image"][3].view(4, T, 7)  # [B, T, N]: encoded
+    assert (keep.sum(-1) == budget).all() and keep[:, :, 3].all()
+    assert keep.any(dim=1).sum(-1).min() > budget  # other patches take turns over the days

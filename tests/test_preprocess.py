@@ -205,7 +205,7 @@ def test_normalisation_statistics_match_numpy(raw, dataset):
     flow = pd.concat(
         [
             pd.read_csv(p, index_col="date")["discharge_spec"].loc["2000-01-01":"2000-02-19"]
-            for p in sorted(raw.glob("CAMELS_GB_hydromet_timeseries_*.csv"))
+            for p in sorted(raw.glob("data/timeseries/CAMELS_GB_hydromet_timeseries_*.csv"))
         ]
     ).to_numpy(np.float32)
     flow = np.log1p(flow[np.isfinite(flow)].astype(np.float64))
@@ -245,7 +245,7 @@ def test_temperature_from_tasmax_and_tasmin(raw, dataset, tmp_path):
 
 
 def test_long_table_equals_per_gauge_files(raw, tmp_path):
-    files = sorted(raw.glob("CAMELS_GB_hydromet_timeseries_*.csv"))
+    files = sorted(raw.glob("data/timeseries/CAMELS_GB_hydromet_timeseries_*.csv"))
     frames = []
     for path in files:
         frame = pd.read_csv(path)
@@ -319,9 +319,11 @@ def test_runs_on_a_dask_distributed_cluster(raw, dataset, tmp_path):
 def raw_copy(raw, tmp_path) -> Path:
     """A directory of links to the raw files, to break one of them."""
     copy = tmp_path / "raw"
-    copy.mkdir()
-    for path in raw.iterdir():
-        (copy / path.name).symlink_to(path)
+    for path in raw.rglob("*"):
+        if path.is_file():
+            link = copy / path.relative_to(raw)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
     return copy
 
 
@@ -373,7 +375,7 @@ def test_unknown_units_and_wrong_grid(raw, raw_copy, tmp_path, capsys):
 
 
 def test_gauge_without_data(raw_copy, tmp_path, capsys):
-    path = sorted(raw_copy.glob("CAMELS_GB_hydromet_timeseries_*.csv"))[0]
+    path = sorted(raw_copy.glob("data/timeseries/CAMELS_GB_hydromet_timeseries_*.csv"))[0]
     frame = pd.read_csv(path)
     frame[["pet", "discharge_spec"]] = np.nan
     path.unlink()

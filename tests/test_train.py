@@ -19,6 +19,7 @@ import torch
 
 from hydromae.cli import main
 from pipeline import config
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES
 from preprocessing.job import run_job
 from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
@@ -48,13 +49,11 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def losses(run: Path) -> dict[int, float]:
-    """The last logged loss of every step (a step logged twice after a kill: the resumed one)."""
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
-    return out
+    """The logged loss of every step; each step is logged once, even after a kill and resume."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
 def test_a_killed_run_resumes_to_the_same_losses(data, tmp_path):
@@ -152,18 +151,24 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     printed = capsys.readouterr().out
     assert "masked RMSE in physical units" in printed and "masks: riverflow" in printed
     result = json.loads(out.read_text())
-    assert set(result["strategies"]) == {"seed", "block", "riverflow"}
-    for entry in result["strategies"].values():
-        for name in ("precip", "soil", "temp", "evap", "riverflow"):
-            methods = {"model", "climatology", "interpolation"} | (
-                {"neighbours"} if name in ("precip", "soil", "temp") else set()
-            )
-            assert methods == set(entry[name]) - {"units"}
+    assert set(result["strategies"]) == {"seed", "block", "riverflow", "simulate"}
+    for strategy, entry in result["strategies"].items():
+        scored = ("riverflow",) if strategy == "simulate" else MODALITIES
+        for name in MODALITIES:
+            methods = {"model", "mix", "climatology", "interpolation"}
+            methods |= {"neighbours"} if name in IMAGE_MODALITIES else set()
+            methods |= {"regression", "pooled"} if name == "riverflow" else set()
+            assert set(entry[name]) - {"units"} == (methods if name in scored else set())
+            if name not in scored:
+                continue
             counts = {entry[name][m]["physical"]["count"] for m in methods}
             assert len(counts) == 1 and counts.pop() > 0  # the same positions for all
             for m in methods:
                 assert all(v == v for v in entry[name][m]["physical"].values())  # no NaN
         assert entry["riverflow_catchments"]["model"]["nse_catchments"] >= 1
+    # simulate scores riverflow on every valid day of every window
+    simulated = result["strategies"]["simulate"]["riverflow"]["model"]["physical"]["count"]
+    assert simulated > result["strategies"]["seed"]["riverflow"]["model"]["physical"]["count"]
     seed, block = result["strategies"]["seed"], result["strategies"]["block"]
     for method in ("climatology", "interpolation", "neighbours"):  # images keep their masks
         assert seed["temp"][method] == block["temp"][method]

@@ -33,11 +33,15 @@ def test_checkpoints_are_atomic_and_refuse_another_dataset(tmp_path):
         d.mkdir()
         (d / "manifest.json").write_text(text)
     path = tmp_path / "ckpt.pt"
-    checkpoint.save(path, {"manifest_sha256": checkpoint.manifest_hash(data), "step": 3})
+    state = dict.fromkeys(checkpoint.CHECKPOINT_KEYS, {}) | {"step": 3}
+    checkpoint.save(path, {**state, "manifest_sha256": checkpoint.manifest_hash(data)})
     assert not list(tmp_path.glob(".*.tmp"))
     assert checkpoint.load(path, data)["step"] == 3
     with pytest.raises(ValueError, match="another dataset"):
         checkpoint.load(path, other)
+    checkpoint.save(path, {"step": 3})  # a file of torch's, but no checkpoint of ours
+    with pytest.raises(ValueError, match="not a hydromae checkpoint"):
+        checkpoint.load(path, data)
     torch.manual_seed(1)
     states = checkpoint.random_states()
     a = torch.rand(3)

@@ -11,8 +11,8 @@ see (visible, valid values) and, for climatology, from the training period:
   the visible patches among its 8 neighbours on the patch grid, that day; where none is
   visible, the time interpolation above.
 - ``Climatology``: the training period's day-of-year mean per pixel or per catchment,
-  smoothed by a fit of three annual harmonics (the plain mean when the training period is
-  shorter than a year).
+  smoothed by a fit of three annual harmonics (the plain mean for a series whose record
+  does not cover every month).
 
 All work in normalised units, on tensors shaped like the batch: images ``[B, T, N, P]``,
 vectors ``[B, T]``.
@@ -91,13 +91,18 @@ def harmonic_design(doy: np.ndarray, harmonics: int = HARMONICS) -> np.ndarray:
     return np.stack(cols, axis=-1)
 
 
+MONTH_DAYS = 5  # valid days a calendar month needs before harmonics may be fitted
+
+
 class Climatology:
     """Smoothed day-of-year mean per series, fitted by least squares on annual harmonics.
 
     ``fit`` accumulates normal equations block by block (bounded memory), NaN-aware, so it
     can run over decades of a Zarr store: per series, values ``[T, S]`` and ``doy [T]``.
-    With ``harmonics=0`` it is the plain training mean (use it when the training period is
-    shorter than a year: harmonics fitted on part of a year extrapolate wildly).
+    Each series gets what its own record supports: ``harmonics`` annual harmonics where
+    every calendar month holds at least ``MONTH_DAYS`` valid days, else the plain mean
+    (harmonics fitted on part of a year extrapolate wildly into the months without data:
+    a gauge with no summer record, or a training period shorter than a year).
     """
 
     def __init__(self, series: int, harmonics: int = HARMONICS) -> None:
@@ -105,6 +110,7 @@ class Climatology:
         k = 1 + 2 * harmonics
         self.xtx = np.zeros((series, k, k))
         self.xty = np.zeros((series, k))
+        self.months = np.zeros((series, 12), dtype=np.int64)  # valid days per month
         self._coefficients: np.ndarray | None = None
 
     def fit(self, values: np.ndarray, doy: np.ndarray) -> Climatology:
@@ -114,16 +120,26 @@ class Climatology:
         v = np.where(ok, v, 0.0)
         self.xtx += np.einsum("ts,tk,tl->skl", ok.astype(np.float64), x, x)
         self.xty += np.einsum("ts,tk->sk", v, x)
+        month = np.minimum((np.asarray(doy) - 1) * 12 // 366, 11)  # [T], 0..11
+        np.add.at(self.months.T, month, ok)
         self._coefficients = None
         return self
 
-    def coefficients(self) -> np.ndarray:
-        """``[S, K]``; series without data get zeros (the training mean in normalised units).
+    def supported(self) -> np.ndarray:
+        """``[S]`` bool: the series whose record covers every month (harmonics fitted)."""
+        return (self.months >= MONTH_DAYS).all(axis=1)
 
-        Solved once after the last ``fit``, not at every prediction."""
+    def coefficients(self) -> np.ndarray:
+        """``[S, K]``; a series without full-year support gets its mean alone (harmonic
+        coefficients 0); one without data gets zeros (the training mean in normalised
+        units). Solved once after the last ``fit``, not at every prediction."""
         if self._coefficients is None:
             ridge = 1e-6 * np.eye(self.xtx.shape[-1])
-            self._coefficients = np.linalg.solve(self.xtx + ridge, self.xty[..., None])[..., 0]
+            full = np.linalg.solve(self.xtx + ridge, self.xty[..., None])[..., 0]  # [S, K]
+            mean = np.zeros_like(full)
+            count = self.xtx[:, 0, 0]  # valid values per series
+            np.divide(self.xty[:, 0], count, out=mean[:, 0], where=count > 0)
+            self._coefficients = np.where(self.supported()[:, None], full, mean)
         return self._coefficients
 
     def predict(self, doy: np.ndarray) -> np.ndarray:

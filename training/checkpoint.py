@@ -9,6 +9,7 @@ a temporary file, fsynced and renamed, so a crash never leaves a half-written ch
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from training.model import Geometry, HydroMAE, ModelConfig
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RUN_CONFIG = "config.json"
+# what every checkpoint holds (training.train writes them)
+CHECKPOINT_KEYS = ("step", "model", "config", "model_config", "geometry", "normalizer")
 
 
 def manifest_hash(data_dir: str | Path) -> str:
@@ -55,11 +58,26 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Read a checkpoint; with ``data_dir``, refuse it unless it was made on that dataset."""
+    """Read a checkpoint; with ``data_dir``, refuse it unless it was made on that dataset.
+
+    A file that is not a whole checkpoint (truncated by a full disk or a copy cut short,
+    overwritten, another kind of file) is refused with one message naming it.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        if isinstance(err, OSError) and not isinstance(err, EOFError) and err.errno is not None:
+            raise  # the file cannot be read at all: the system says why, with its name
+        raise ValueError(
+            f"checkpoint {path} is damaged or truncated and cannot be read ({err}); "
+            "restore it from a copy, or start a new run"
+        ) from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} is not a hydromae checkpoint: it lacks {missing}")
     if data_dir is not None and state.get("manifest_sha256") != manifest_hash(data_dir):
         raise ValueError(
             f"checkpoint {path} was made on another dataset than {data_dir} (its manifest "

@@ -1,6 +1,8 @@
 """CrossMAE's decoder: only masked positions are queried, and they attend to the encoder
 output alone (not to each other), optionally a random share of them per training step
-(``cross_fraction``). The cheaper decoder on a CPU. Shapes as in ``training.decoder``.
+(``cross_fraction``). The cheaper decoder on a CPU. Samples of a batch may have different
+numbers of masked positions: the queries are padded to the largest, and padding is
+neither attended to nor predicted. Shapes as in ``training.decoder``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,22 @@ class CrossDecoder(Decoder):
         super().__init__(*args, **kwargs)
         self.cross_fraction = cross_fraction
 
+    def _queries(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The masked positions to query ``[B, Q]`` (a random share of each sample's in
+        training) and which of them are real ``[B, Q]`` (the rest is padding)."""
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # masked first
+        counts = mask.sum(dim=1)  # [B]
+        n = int(counts.max())
+        masked, real = order[:, :n], torch.arange(n, device=mask.device)[None] < counts[:, None]
+        if self.training and n and self.cross_fraction < 1:
+            take = (counts * self.cross_fraction).round().long().clamp_min(1)  # [B]
+            take = torch.where(counts > 0, take, 0)
+            noise = torch.where(real, torch.rand(masked.shape, device=mask.device), 2.0)
+            choice = noise.argsort(dim=1)[:, : int(take.max())]
+            masked = torch.gather(masked, 1, choice)
+            real = torch.arange(masked.shape[1], device=mask.device)[None] < take[:, None]
+        return masked, real
+
     def decode(
         self,
         batch: dict,
@@ -26,38 +44,43 @@ class CrossDecoder(Decoder):
         hints: dict[str, tuple[Tensor, Tensor]],
     ) -> Decoded:
         picked, gathered, starts = {}, [], {}
+        keys = [torch.ones_like(h[:, :1, 0], dtype=torch.bool)]  # the static token
         for name, _ in self.groups:
-            order, n_keep, _, _ = restore[name]
-            masked = order[:, n_keep:]  # [B, n_masked]
-            n = masked.shape[1]
-            take = max(1, round(n * self.cross_fraction)) if self.training and n else n
-            if take < n:
-                choice = torch.rand(masked.shape, device=masked.device).argsort(dim=1)[:, :take]
-                masked = torch.gather(masked, 1, choice)
-            picked[name] = masked
+            _, counts, mask, _, encoded, in_order = restore[name]
+            if in_order:  # encoder_tokens "all": every position encoded
+                keys.append(torch.ones_like(mask))
+            else:
+                keys.append(torch.arange(encoded, device=h.device)[None] < counts[:, None])
+            masked, real = self._queries(mask)  # [B, Q] each
+            picked[name] = (masked, real)
             query = self.mask_token + self.position(batch, name, masked) + self.group_embed[name]
-            if hints:  # query [B, picked, Dd]
+            if hints:  # query [B, Q, Dd]
                 hint, extra = hints[name]  # [B, L, kinds, w], [B, L, c]
                 at = masked[..., None, None].expand(-1, -1, *hint.shape[2:])
                 near = extra.gather(1, masked[..., None].expand(-1, -1, extra.shape[-1]))
                 term, starts[name] = self.hints.query(name, hint.gather(1, at), near)
                 query = query + term
             gathered.append(query)
-        x = torch.cat(gathered, dim=1)  # [B, sum picked, Dd]
+        context = torch.cat(keys, dim=1)  # [B, 1 + S]
+        context = None if bool(context.all()) else context
+        x = torch.cat(gathered, dim=1)  # [B, sum Q, Dd]
         for block in self.blocks:
-            x = block(x, context=h)
+            x = block(x, context=h, keys=context)
         x = self.norm(x)
         out, offset = {}, 0
         for name, _ in self.groups:
-            idx = picked[name]
-            b, length = restore[name][2].shape
-            pred = self.head[name](x[:, offset : offset + idx.shape[1]])  # [B, picked, w]
-            if hints:
-                pred = pred + starts[name]
+            idx, real = picked[name]
+            b, length = restore[name].mask.shape
+            pred = self.head[name](x[:, offset : offset + idx.shape[1]])  # [B, Q, w]
+            mix = starts.get(name)
+            if mix is not None:
+                pred = pred + mix
             offset += idx.shape[1]
-            full = pred.new_zeros(b, length, pred.shape[-1]).scatter(
-                1, idx[..., None].expand(-1, -1, pred.shape[-1]), pred
-            )
+            at = idx[..., None].expand(-1, -1, pred.shape[-1])
+            full = pred.new_zeros(b, length, pred.shape[-1]).scatter(1, at, pred * real[..., None])
             where = torch.zeros(b, length, dtype=torch.bool, device=pred.device)
-            out[name] = (full, where.scatter(1, idx, True))
+            start = None
+            if mix is not None:
+                start = mix.new_zeros(full.shape).scatter(1, at, mix * real[..., None])
+            out[name] = (full, where.scatter(1, idx, real), start)
         return out

@@ -13,15 +13,28 @@ Shapes: B batch, L a group's tokens, w a token's values, D encoder width, Dd dec
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 from training.hints import DecoderHints, Parts
 from training.layers import Block, TokenPositions
 
-# per group: (order [B, L] visible first, visible count, mask [B, L], tokens encoded)
-Restore = tuple[Tensor, int, Tensor, int]
-Decoded = dict[str, tuple[Tensor, Tensor]]  # per group: pred [B, L, w], predicted [B, L]
+
+class Restore(NamedTuple):
+    """How one group's tokens were encoded, for the decoder to put them back in place."""
+
+    order: Tensor  # [B, L] positions, the encoded ones first (day-major within each part)
+    counts: Tensor  # [B] tokens encoded per sample
+    mask: Tensor  # [B, L] bool, MAE-masked
+    keep: Tensor  # [B, L] bool, encoded (visible, within the image budget)
+    width: int  # encoder slots of the group per sample (the largest count; padding after)
+    in_order: bool  # every position encoded in order (the encoder_tokens="all" ablation)
+
+
+# per group: pred [B, L, w], predicted [B, L] bool, mix [B, L, w] (with hints, else None)
+Decoded = dict[str, tuple[Tensor, Tensor, Tensor | None]]
 
 
 class Decoder(nn.Module):

@@ -52,8 +52,8 @@ class EmbedConfig:
         metadata={"path": True, "metavar": "FILE", "help": ".nc for NetCDF, else Zarr"}
     )
     split: str = field(default="val", metadata={"choices": SPLITS})
-    batch_size: int = 8
-    workers: int = 0
+    batch_size: int = field(default=8, metadata={"min": 1})
+    workers: int = field(default=0, metadata={"min": 0})
 
 
 def embed(cfg: EmbedConfig) -> xr.Dataset:

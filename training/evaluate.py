@@ -1,12 +1,20 @@
 """Evaluate a run against honest baselines (hydromae evaluate --run RUN --data DATA).
 
-On exactly the same masks (the collate's ``eval`` masks, keyed by sample, identical in
-every evaluation), for every modality: RMSE and MAE of the masked, valid values in
-normalised units and in physical units, for the model and for the baselines of
-``training.baselines`` (climatology fitted on the training period of the store, linear
-interpolation in time, and for images the mean of the visible neighbouring patches). For
-riverflow also NSE and KGE per catchment over its masked days, as median and IQR.
-Padding samples (``weight`` 0) are never scored.
+The loader gives the split's windows with the collate's ``eval`` masks (keyed by sample,
+identical in every evaluation); each strategy of ``pipeline.strategies`` turns them into
+the batch the model sees: the specification's masks (``seed``), a ``block`` of days,
+``riverflow`` withheld, and ``simulate`` (images and evaporation seen, riverflow on every
+day predicted: a rainfall-runoff model's setting). ``holdout`` is ``simulate`` on the
+catchments the dataset held out of training (prediction in ungauged basins); the other
+strategies score the other catchments.
+
+For every modality: RMSE and MAE of the masked, valid values in normalised and physical
+units, for the model, its hints' mix (the network's correction silenced), and the
+baselines on exactly the same masks: climatology, interpolation in time, the visible
+neighbouring patches (images) and, for riverflow, the lag regressions on the catchment's
+visible rain and evaporation (per catchment, and pooled across catchments with their
+static attributes: the baseline for held-out catchments). Riverflow also gets NSE and KGE
+per catchment, median and IQR. Padding samples (``weight`` 0) are never scored.
 """
 
 from __future__ import annotations
@@ -23,24 +31,24 @@ from tqdm import tqdm
 from pipeline.loader import build_loader
 from pipeline.manifest import Manifest
 from pipeline.masking import new_generator
-from pipeline.normalize import Normalizer
-from pipeline.schema import IMAGE_MODALITIES, LAND_MASK_NPY, MODALITIES, SPLITS
-from pipeline.store import open_store
-from training.baselines import (
-    HARMONICS,
-    Climatology,
-    interpolate_time,
-    neighbour_mean,
-    patch_neighbours,
-)
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES, SPLITS
+from pipeline.strategies import EVALUATION, apply
+from training.baselines import Climatology, interpolate_time, neighbour_mean, patch_neighbours
 from training.checkpoint import load_model
-from training.loss import modality_slices
-from training.metrics import ErrorSums, FlowRecords
-from training.model import normalised
-from training.plots import DayMaps, Hydrograph, plot_day_maps, plot_hydrograph
+from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
+from training.plots import draw_examples, plot_holdout
+from training.scoring import (
+    Scores,
+    hidden_of,
+    model_predictions,
+    regression_predictions,
+    truths,
+)
 
-METHODS = ("model", "climatology", "interpolation", "neighbours")
-STRATEGIES = ("seed", "block", "riverflow")
+METHODS = ("model", "mix", "climatology", "interpolation", "neighbours", "regression", "pooled")
+HOLDOUT = "holdout"  # simulate, on the held-out catchments
+MASKS = {**{s: s for s in EVALUATION}, HOLDOUT: "simulate"}  # a strategy's masks
+SEEN_IMAGES = ("seed", "block", "riverflow")  # strategies that keep the seed's image masks
 
 
 @dataclass
@@ -49,60 +57,20 @@ class EvaluateConfig:
     data: Path = field(metadata={"path": True, "metavar": "DIR"})
     split: str = field(default="val", metadata={"choices": SPLITS})
     out: Path = field(default=Path("metrics.json"), metadata={"path": True, "metavar": "JSON"})
-    batch_size: int = 8
-    workers: int = 0
-    max_batches: int = field(default=0, metadata={"help": "stop after this many (0: all)"})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    workers: int = field(default=0, metadata={"min": 0})
+    max_batches: int = field(
+        default=0, metadata={"min": 0, "help": "stop after this many (0: all)"}
+    )
     progress: bool = True
     plots: bool = field(
-        default=True, metadata={"help": "draw a masked day's maps and a hydrograph beside --out"}
+        default=True, metadata={"help": "draw a masked day's maps and hydrographs beside --out"}
     )
 
 
-def fit_climatology(data: Path, manifest: Manifest, norm: Normalizer) -> dict[str, Climatology]:
-    """Per valid pixel and per catchment, in normalised units, over the training period."""
-    store = open_store(data)
-    positions = manifest.store_positions()
-    train = manifest.split("train")
-    days = store["time"].to_index()
-    rows = np.flatnonzero(
-        (days >= train.start.isoformat()) & (days <= f"{train.end.isoformat()}T23:59")
-    )
-    doy = days.day_of_year.to_numpy()
-    clim: dict[str, Climatology] = {}
-    for name in MODALITIES:
-        array = store[name]
-        series = None
-        for block in np.array_split(rows, max(1, len(rows) // manifest.window)):
-            values = array.isel(time=block).values  # [t, N_store, p, p] or [t, C]
-            if name in IMAGE_MODALITIES:
-                values = values[:, positions]
-            values = norm.normalize(name, values.astype(np.float64).reshape(len(block), -1))
-            series = series or Climatology(values.shape[1], HARMONICS if len(rows) >= 365 else 0)
-            series.fit(values, doy[block])
-        clim[name] = series
-    return clim
-
-
-def harder(batch: dict[str, Any], strategy: str, seed: int) -> dict[str, Any]:
-    """The batch the model sees under a masking strategy (the loader's batch is 'seed').
-
-    ``block``: the vector series lose one contiguous block of as many days as the seed's
-    masks hide (67 of 90), at an offset keyed by sample; the images keep the seed's masks.
-    ``riverflow``: riverflow is withheld on every day (never visible, as if the gauge had
-    no record), so it must come from the other modalities; scored on the seed's masked days.
-    """
-    out = dict(batch)
-    if strategy == "block":
-        mask = batch["evap_mask"]  # [B, T]
-        t, n = mask.shape[1], int(mask[0].sum())
-        block = torch.zeros_like(mask)
-        for i, key in enumerate(batch["sample_key"]):
-            start = int(new_generator(seed, "block", key).integers(0, t - n + 1))
-            block[i, start : start + n] = True
-        out["evap_mask"] = out["riverflow_mask"] = block
-    elif strategy == "riverflow":
-        out["riverflow_valid"] = torch.zeros_like(batch["riverflow_valid"])
-    return out
+def block_offsets(keys: list[str], seed: int) -> list[float]:
+    """Where each sample's block of days lies (``block``), keyed by the sample."""
+    return [float(new_generator(seed, "block", key).random()) for key in keys]
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -116,181 +84,135 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         rank=0, world_size=1,
     )  # fmt: skip
     clim = fit_climatology(Path(cfg.data), manifest, norm)
+    regressions = fit_regressions(Path(cfg.data), manifest)
+    held = torch.from_numpy(holdout_indices(manifest))
+    strategies = [*EVALUATION, *([HOLDOUT] if held.numel() else [])]
     valid_idx = torch.tensor(manifest.valid_patch_indices)
     adjacency = patch_neighbours(valid_idx, manifest.grid.patch_cols)
-    units = ("normalised", "physical")
-    sums = {
-        (s, m, method, u): ErrorSums()
-        for s in STRATEGIES
-        for m in MODALITIES
-        for method in METHODS
-        for u in units
-    }
-    flows = {(s, method): FlowRecords() for s in STRATEGIES for method in METHODS}
-    p = model.geometry.patch_pixels
+    scores = Scores(norm)
     shown: dict[tuple[str, str, str], torch.Tensor] = {}  # first batch, for the pictures
+    series: dict[int, list] = {}  # held-out catchments' windows under simulate
     total = min(len(loader), cfg.max_batches or len(loader))
     bar = tqdm(total=total, desc=f"evaluate {cfg.split}", unit="batch", disable=not cfg.progress)
-    with torch.no_grad():
+    with torch.inference_mode():
         for i, batch in enumerate(loader):
             if cfg.max_batches and i >= cfg.max_batches:
                 break
             bar.update()
-            real = batch["weight"] > 0  # [B]
-            doy = batch["doy"].long().numpy()
-            # what does not depend on the masks: once per batch
-            truths = {m: normalised(norm, m, batch[m], batch[f"{m}_valid"]) for m in MODALITIES}
-            seasons = {
-                m: _season(clim[m], doy, batch, batch[m].shape, m in IMAGE_MODALITIES)
-                for m in MODALITIES
-            }
-            baselines: dict[tuple, dict[str, torch.Tensor]] = {}  # per (modality, masks)
-            for strategy in STRATEGIES:
-                seen = harder(batch, strategy, train_cfg["seed"])
-                out = model(seen)
-                for group, m, cols in modality_slices(model.groups, p):
-                    image = m in IMAGE_MODALITIES
-                    physical = batch[m]  # [B, T, N, P] or [B, T], 0 where invalid
-                    valid, truth = batch[f"{m}_valid"], truths[m]
-                    masked = seen[f"{m}_mask"][..., valid_idx] if image else seen[f"{m}_mask"]
-                    hidden = masked[..., None] if image else masked
-                    known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
-                    # the baselines depend on the masks only: once per batch for masks a
-                    # strategy leaves as they were (the images' under every strategy)
-                    key = (m, id(seen[f"{m}_mask"]), id(seen[f"{m}_valid"]))
-                    if key not in baselines:
-                        baselines[key] = {"interpolation": interpolate_time(truth, known)}
-                        if image:
-                            baselines[key]["neighbours"] = neighbour_mean(
-                                truth, known, masked, adjacency
-                            )
-                    preds = {
-                        "model": out[group]["pred"][..., cols].reshape(physical.shape),
-                        "climatology": seasons[m],
-                        **baselines[key],
-                    }
-                    scored = valid & hidden & real.view(-1, *([1] * (valid.dim() - 1)))
-                    for method, pred in preds.items():
-                        phys = norm.denormalize(m, pred.double())
-                        if i == 0:
-                            shown[(strategy, m, method)] = phys
-                        sums[(strategy, m, method, "normalised")].add(pred, truth, scored)
-                        sums[(strategy, m, method, "physical")].add(phys, physical.double(), scored)
-                        if m == "riverflow":
-                            flows[(strategy, method)].add(
-                                batch["catchment_index"], phys, physical.double(), scored
-                            )
+            is_held = torch.isin(batch["catchment_index"], held)
+            real = batch["weight"] > 0
+            for strategy in strategies:
+                rows = real & (is_held if strategy == HOLDOUT else ~is_held)
+                if not rows.any():
+                    continue
+                b = len(batch["sample_key"])
+                offsets = block_offsets(batch["sample_key"], train_cfg["seed"])
+                seen = apply(batch, [MASKS[strategy]] * b, offsets)
+                phys = score_batch(
+                    batch, seen, strategy, rows, model, clim, regressions, scores,
+                    valid_idx, adjacency,
+                )  # fmt: skip
+                if i == 0:
+                    shown.update({(strategy, m, k): v for (m, k), v in phys.items()})
+                if strategy == HOLDOUT:
+                    for j in np.flatnonzero(rows.numpy()):
+                        series.setdefault(int(batch["catchment_index"][j]), []).append(
+                            (batch["start"][j], batch["riverflow"][j], batch["riverflow_valid"][j],
+                             {k: phys[("riverflow", k)][j] for k in ("model", "pooled")})
+                        )  # fmt: skip
             if i == 0 and cfg.plots:
-                draw_examples(batch, harder(batch, "seed", 0), shown, manifest, cfg)
+                seed = apply(batch, ["seed"] * len(batch["sample_key"]))
+                folder = Path(cfg.out).parent
+                draw_examples(batch, seed, shown, manifest, Path(cfg.data), cfg.split, folder)
     bar.close()
-    result: dict[str, Any] = {"split": cfg.split, "run": str(cfg.run), "strategies": {}}
-    for strategy in STRATEGIES:
-        entry: dict[str, Any] = {}
-        for m in MODALITIES:
-            entry[m] = {
-                method: {u: sums[(strategy, m, method, u)].result() for u in units}
-                for method in METHODS
-                if sums[(strategy, m, method, "normalised")].count
-            }
-            entry[m]["units"] = manifest.variables[m].units
-        entry["riverflow_catchments"] = {
-            method: flows[(strategy, method)].summary()
-            for method in METHODS
-            if flows[(strategy, method)].obs
-        }
-        result["strategies"][strategy] = entry
+    units = {m: manifest.variables[m].units for m in MODALITIES}
+    result: dict[str, Any] = {
+        "split": cfg.split,
+        "run": str(cfg.run),
+        "holdout": list(manifest.catchments.holdout),
+        "strategies": scores.result(strategies, MODALITIES, METHODS, units),
+    }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(result, indent=1) + "\n")
+    if cfg.plots and series:
+        plot_holdout(series, manifest, cfg.split, Path(cfg.out).parent / "hydrograph_holdout.png")
     print(table(result))
     return result
 
 
-def draw_examples(
-    batch: dict[str, Any],
-    seen: dict[str, Any],
-    shown: dict[tuple[str, str, str], torch.Tensor],
-    manifest: Manifest,
-    cfg: EvaluateConfig,
-) -> list[Path]:
-    """The first batch's pictures, beside ``cfg.out``: the middle day's maps of the real
-    sample with the most varied riverflow, and that sample's hydrograph (seed masks)."""
-    real = np.flatnonzero(batch["weight"].numpy() > 0)
-    flow = np.where(batch["riverflow_valid"].numpy(), batch["riverflow"].numpy(), np.nan)
-    spread = np.nan_to_num(np.nanstd(flow[real], axis=1), nan=-1.0) if real.size else [0]
-    b = int(real[int(np.argmax(spread))]) if real.size else 0
-    t = batch["evap"].shape[1]
-    day = t // 2
-    grid = manifest.patch_grid()
-    valid_idx = np.asarray(manifest.valid_patch_indices)
-    units = {m: manifest.variables[m].units for m in MODALITIES}
-    start = np.datetime64(batch["start"][b], "D")
-    dates = start + np.arange(t)
-    key = batch["sample_key"][b]
-
-    def physical(m: str, values: torch.Tensor) -> np.ndarray:
-        return np.where(batch[f"{m}_valid"][b].numpy(), values[b].numpy(), np.nan)
-
-    maps = DayMaps(
-        grid=grid,
-        land=np.load(Path(cfg.data) / LAND_MASK_NPY).astype(bool),
-        valid_patch_indices=valid_idx,
-        truth={m: physical(m, batch[m])[day] for m in IMAGE_MODALITIES},
-        pred={m: shown[("seed", m, "model")][b, day].numpy() for m in IMAGE_MODALITIES},
-        masked={m: seen[f"{m}_mask"][b, day, valid_idx].numpy() for m in IMAGE_MODALITIES},
-        units=units,
-        title=f"{cfg.split} sample {key}, {dates[day]}: the seed's masks",
-    )
-    methods = {
-        "model": ("seed", "model"),
-        "model, all flow hidden": ("riverflow", "model"),
-        "interpolation": ("seed", "interpolation"),
-        "climatology": ("seed", "climatology"),
-    }
-    hydro = Hydrograph(
-        dates=dates,
-        observed=physical("riverflow", batch["riverflow"]),
-        masked=seen["riverflow_mask"][b].numpy(),
-        predictions={
-            name: shown[(s, "riverflow", method)][b].numpy()
-            for name, (s, method) in methods.items()
-        },
-        units=units["riverflow"],
-        title=f"Riverflow, {cfg.split} sample {key}: masked days shaded",
-    )
-    folder = Path(cfg.out).parent
-    return [
-        plot_day_maps(maps, folder / "masked_day_maps.png"),
-        plot_hydrograph(hydro, folder / "hydrograph.png"),
-    ]
+def score_batch(
+    batch: dict,
+    seen: dict,
+    strategy: str,
+    rows: torch.Tensor,
+    model,
+    clim: dict[str, Climatology],
+    regressions: dict,
+    scores: Scores,
+    valid_idx: torch.Tensor,
+    adjacency: torch.Tensor,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """Score one strategy's batch; return every prediction in physical units."""
+    norm = model.normalizer
+    shapes = {m: batch[m].shape for m in MODALITIES}
+    truth = truths(batch, norm, MODALITIES)
+    preds = model_predictions(model(seen), model.groups, model.geometry.patch_pixels, shapes)
+    doy = batch["doy"].long().numpy()
+    phys: dict[tuple[str, str], torch.Tensor] = {}
+    for m in MODALITIES:
+        image = m in IMAGE_MODALITIES
+        masked, hidden = hidden_of(seen, m, valid_idx)
+        valid = batch[f"{m}_valid"]
+        scored = valid & hidden & rows.view(-1, *([1] * (valid.dim() - 1)))
+        if not scored.any():
+            continue
+        known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
+        methods = dict(preds[m])
+        methods["climatology"] = season(clim[m], doy, batch, shapes[m], image)
+        methods["interpolation"] = interpolate_time(truth[m], known)
+        if image:
+            methods["neighbours"] = neighbour_mean(truth[m], known, masked, adjacency)
+        if m == "riverflow":
+            which = ("pooled",) if strategy == HOLDOUT else ("regression", "pooled")
+            methods |= regression_predictions(
+                batch, seen, regressions, norm, valid_idx, adjacency, which
+            )
+        for method, pred in methods.items():
+            phys[(m, method)] = scores.add(
+                strategy, m, method, pred, truth[m], batch[m], scored, batch["catchment_index"]
+            )
+    return phys
 
 
-def _season(clim: Climatology, doy: np.ndarray, batch: dict, shape, image: bool) -> torch.Tensor:
+def season(clim: Climatology, doy: np.ndarray, batch: dict, shape, image: bool) -> torch.Tensor:
     """Climatology on the batch's days: per pixel, or for each sample's own catchment."""
-    season = torch.from_numpy(clim.predict(doy)).float()  # [B, T, S]
+    values = torch.from_numpy(clim.predict(doy)).float()  # [B, T, S]
     if image:
-        return season.reshape(shape)
+        return values.reshape(shape)
     idx = batch["catchment_index"].clamp_min(0).view(-1, 1, 1)
-    return season.gather(2, idx.expand(-1, season.shape[1], 1))[..., 0]
+    return values.gather(2, idx.expand(-1, values.shape[1], 1))[..., 0]
 
 
 def table(result: dict[str, Any]) -> str:
+    """The printed summary: masked RMSE (physical units) and riverflow NSE / KGE."""
     lines = [f"masked RMSE in physical units, {result['split']} split:"]
     for strategy, entry in result["strategies"].items():
         lines.append(f"  masks: {strategy}")
-        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>14}" for m in METHODS))
+        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>13}" for m in METHODS))
         for m in MODALITIES:
             cells = "".join(
-                f"{entry[m][method]['physical']['rmse']:>14.4f}"
+                f"{entry[m][method]['physical']['rmse']:>13.4f}"
                 if method in entry[m]
-                else f"{'-':>14}"
+                else f"{'-':>13}"
                 for method in METHODS
             )
             lines.append(f"    {m:<10}{entry[m]['units']:<9}{cells}")
-        flow = entry["riverflow_catchments"].get("model", {})
-        if "nse_median" in flow:
-            lines.append(
-                f"    riverflow NSE median {flow['nse_median']:.3f} (IQR {flow['nse_q25']:.3f}.."
-                f"{flow['nse_q75']:.3f}), KGE median {flow['kge_median']:.3f}, "
-                f"{flow['nse_catchments']} catchments"
-            )
+        for method, flow in entry["riverflow_catchments"].items():
+            if "nse_median" in flow:
+                lines.append(
+                    f"    riverflow {method:<13} NSE median {flow['nse_median']:.3f} (IQR "
+                    f"{flow['nse_q25']:.3f}..{flow['nse_q75']:.3f}), KGE median "
+                    f"{flow.get('kge_median', float('nan')):.3f}, {flow['nse_catchments']} "
+                    "catchments"
+                )
     return "\n".join(lines)

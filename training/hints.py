@@ -5,7 +5,8 @@ computed by the very functions the baselines are scored with (``training.baselin
 linear interpolation in time between the visible days and, for images, the mean of the
 visible neighbouring patches that day. A series' query also carries the catchment's rain
 on its day and the ``RAIN_LAGS`` days before, as the visible values estimate it (rain
-reaches the outlet mostly a day or two later). The prediction starts from a learned mix
+reaches the outlet mostly a day or two later), and the day's catchment weather
+(:func:`catchment_weather`). The prediction starts from a learned mix
 of the fills (``mix``), so the decoder learns a correction to classical gap-filling.
 Hints read visible values only, like the encoder.
 
@@ -27,6 +28,34 @@ RAIN_LAGS = 3  # a series' query: the catchment's rain on the day and the 3 days
 Parts = tuple[Tensor, Tensor, Tensor]  # a group's values, validity [B, L, w], mask [B, L]
 
 
+def catchment_weather(
+    image_parts: list[tuple[tuple[str, ...], Parts]], batch: dict, days: int, pixels: int
+) -> Tensor:
+    """Each day's catchment weather as the visible values say it: ``[B, T, 2 * k]`` for the
+    ``k`` image modalities, per modality the ``catchment_weight``-weighted mean of the
+    visible, valid pixels (normalised units; patches with none left out) and the share of
+    the catchment's weight those patches cover (0 on a day none is visible). Zeros without
+    ``catchment_weight``. ``image_parts``: each image group's modalities and (values,
+    validity ``[B, T*N, k*P]``, mask ``[B, T*N]``)."""
+    features = []
+    for mods, (x, v, mask) in image_parts:
+        b, length, _ = x.shape
+        n = length // days
+        xs = x.view(b, days, n, len(mods), pixels)
+        seen = (v.view(xs.shape) > 0) & ~mask.view(b, days, n, 1, 1)  # [B, T, N, k, P]
+        count = seen.sum(-1)  # [B, T, N, k]
+        patch = (xs * seen).sum(-1) / count.clamp_min(1)  # [B, T, N, k]
+        if "catchment_weight" not in batch:
+            features.append(x.new_zeros(b, days, 2 * len(mods)))
+            continue
+        w = batch["catchment_weight"].float()[:, None, :, None]  # [B, 1, N, 1]
+        covered = w * (count > 0)  # [B, T, N, k]
+        mean = (covered * patch).sum(2) / covered.sum(2).clamp_min(1e-6)  # [B, T, k]
+        share = covered.sum(2) / w.sum(2).clamp_min(1e-6)  # [B, T, k]
+        features.append(torch.stack([mean, share], dim=-1).flatten(2))  # [B, T, 2k]
+    return torch.cat(features, dim=-1)
+
+
 class DecoderHints(nn.Module):
     """Hints for every token group, their query embeddings and the learned mix."""
 
@@ -39,6 +68,7 @@ class DecoderHints(nn.Module):
         patch_cols: int,
         patch_pixels: int,
         decoder_dim: int,
+        weather: int,
     ) -> None:
         super().__init__()
         self.groups, self.image_groups = groups, image_groups
@@ -48,7 +78,7 @@ class DecoderHints(nn.Module):
         self.register_buffer(
             "adjacency", patch_neighbours(valid_patch_indices, patch_cols), persistent=False
         )
-        rain = {n: 0 if n in image_groups else RAIN_LAGS + 1 for n in width}
+        rain = {n: 0 if n in image_groups else RAIN_LAGS + 1 + weather for n in width}
         self.embed = nn.ModuleDict(
             {n: nn.Linear(kinds[n] * w + rain[n], decoder_dim) for n, w in width.items()}
         )
@@ -64,14 +94,20 @@ class DecoderHints(nn.Module):
         self, batch: dict, parts: dict[str, Parts], days: int
     ) -> dict[str, tuple[Tensor, Tensor]]:
         """Per group: the hint ``[B, L, kinds, w]`` and extra features ``[B, L, c]`` (the
-        series: the catchment's lagged rain; images: nothing, ``c = 0``)."""
+        series: the catchment's lagged rain and the day's catchment weather; images:
+        nothing, ``c = 0``)."""
         hints = {name: self.fills(mods, *parts[name], days=days) for name, mods in self.groups}
         first = self.groups[0][0]  # the group led by precipitation (images come first)
         rain = self.rain_history(batch, hints[first], *parts[first][1:], days=days)
+        weather = catchment_weather(
+            [(mods, parts[n]) for n, mods in self.groups if n in self.image_groups],
+            batch, days, self.patch_pixels,
+        )  # fmt: skip
+        series = torch.cat([rain, weather], dim=-1)  # [B, T, RAIN_LAGS + 1 + 2k]
         out = {}
-        for name, hint in hints.items():  # series carry the rain, images nothing more
+        for name, hint in hints.items():  # series carry rain and weather, images nothing more
             none = hint.new_zeros(*hint.shape[:2], 0)
-            out[name] = (hint, none if name in self.image_groups else rain)
+            out[name] = (hint, none if name in self.image_groups else series)
         return out
 
     def fills(self, mods: tuple[str, ...], x: Tensor, v: Tensor, mask: Tensor, days: int) -> Tensor:

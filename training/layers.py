@@ -40,13 +40,20 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, keys: Tensor | None = None
+    ) -> Tensor:
+        """``x [B, L, D]``; ``context [B, S, D]`` for cross-attention (else ``x`` itself);
+        ``keys [B, S]`` bool, the keys that take part (None: all); padding is left out."""
         b, n, d = x.shape  # [B, L, D]
         h = self.norm1(x)
         c = h if self.norm_ctx is None else self.norm_ctx(context)  # [B, S, D]
         q = self.q(h).view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, H, L, D/H]
         k, v = self.kv(c).view(b, c.shape[1], 2, self.heads, d // self.heads).unbind(2)
-        att = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2))
+        mask = None if keys is None else keys[:, None, None, :]  # [B, 1, 1, S]
+        att = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+        )
         x = x + self.proj(att.transpose(1, 2).reshape(b, n, d))
         return x + self.mlp(self.norm2(x))
 

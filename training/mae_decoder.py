@@ -1,9 +1,9 @@
 """MAE's decoder: mask tokens inserted at the masked positions, self-attention over all.
 
-Every position of every group gets a query: a visible one carries its encoder output, a
-masked one the mask token (plus, with hints, its hint's embedding); all attend to each
-other and to the static token, and every position is predicted (the loss keeps the masked
-ones). Shapes as in ``training.decoder``.
+Every position of every group gets a query: one the encoder saw carries its encoder output,
+the others the mask token (plus, with hints, the hint's embedding at masked positions); all
+attend to each other and to the static token, and every position is predicted (the loss
+keeps the masked ones). Shapes as in ``training.decoder``.
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ class MAEDecoder(Decoder):
         dd = h.shape[-1]
         queries, starts, offset = [], {}, 1
         for name, _ in self.groups:
-            order, n_keep, mask, encoded = restore[name]
+            order, _, mask, keep, encoded, in_order = restore[name]
             b, length = mask.shape
-            seq = self.mask_token.expand(b, length, dd).clone()  # [B, L, Dd]
-            if encoded == length:  # encoder_tokens "all": every position, in order
+            seq = self.mask_token.expand(b, length, dd)  # [B, L, Dd]
+            if in_order:  # encoder_tokens "all": every position, in order
                 seq = torch.where(mask[..., None], seq, h[:, offset : offset + length])
-            else:  # visible positions carry their encoder output
-                enc = h[:, offset : offset + n_keep]  # [B, n_keep, Dd]
-                seq.scatter_(1, order[:, :n_keep, None].expand(-1, -1, dd), enc)
+            else:  # positions the encoder saw carry its output (padding lands on others)
+                enc = h[:, offset : offset + encoded]  # [B, S, Dd]
+                placed = seq.new_zeros(b, length, dd).scatter(
+                    1, order[:, :encoded, None].expand(-1, -1, dd), enc
+                )
+                seq = torch.where(keep[..., None], placed, seq)
             offset += encoded
             every = torch.arange(length, device=h.device).expand(b, -1)
             seq = seq + self.position(batch, name, every)
@@ -48,6 +51,7 @@ class MAEDecoder(Decoder):
         for (name, _), q in zip(self.groups, queries, strict=True):
             length = q.shape[1]
             pred = self.head[name](x[:, offset : offset + length])  # [B, L, w]
-            out[name] = (pred + starts[name] if hints else pred, restore[name][2])
+            mix = starts.get(name)
+            out[name] = (pred if mix is None else pred + mix, restore[name].mask, mix)
             offset += length
         return out

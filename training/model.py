@@ -31,11 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.manifest import Manifest
+from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.cross_decoder import CrossDecoder
 from training.decoder import Decoded, Decoder, Restore
-from training.hints import DecoderHints, Parts
+from training.hints import DecoderHints, Parts, catchment_weather
 from training.layers import Block, TokenPositions
 from training.loss import LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
@@ -60,6 +61,9 @@ class ModelConfig:
     encoder_tokens: str = field(default="visible", metadata={"choices": ("visible", "all")})
     # mask queries carry the visible values' interpolation in time and neighbours' mean
     hints: bool = True
+    # image tokens a day the encoder takes at most when more are visible (the catchment's
+    # patches first); 0: the specification's visible count, N_valid - floor(0.75 N_valid)
+    image_tokens_per_day: int = 0
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -102,9 +106,11 @@ class Geometry:
         )
 
     def groups(self) -> list[tuple[str, tuple[str, ...]]]:
-        """Token groups: (name, modalities fused into one token)."""
+        """Token groups: (name, modalities fused into one token). Under ``unified`` masks the
+        three images share one token per (day, patch); each series always has tokens of its
+        own, so that one can be withheld while the other is seen."""
         if self.mask_mode == "unified":
-            return [("image", IMAGE_MODALITIES), ("vector", VECTOR_MODALITIES)]
+            return [("image", IMAGE_MODALITIES), *((m, (m,)) for m in VECTOR_MODALITIES)]
         return [(m, (m,)) for m in IMAGE_MODALITIES + VECTOR_MODALITIES]
 
 
@@ -131,16 +137,20 @@ class HydroMAE(nn.Module):
         d, pp = cfg.dim, geometry.patch_pixels
         valid = torch.tensor(geometry.valid_patch_indices)
         row, col = valid // geometry.patch_cols, valid % geometry.patch_cols
+        n_valid = len(geometry.valid_patch_indices)
+        self.image_budget = cfg.image_tokens_per_day or n_valid - masked_count(n_valid, 0.75)
         # the groups whose tokens are image patches (the rest are daily series)
         self.image_groups = {n for n, mods in self.groups if mods[0] in IMAGE_MODALITIES}
         width = {n: len(mods) * (pp if n in self.image_groups else 1) for n, mods in self.groups}
         self.width = width
+        weather = 2 * len(IMAGE_MODALITIES)  # catchment_weather's features a day
         # values and validity flags in, one token out
         self.embed = nn.ModuleDict({n: nn.Linear(2 * w, d) for n, w in width.items()})
         self.group_embed = nn.ParameterDict({n: nn.Parameter(torch.zeros(d)) for n in width})
         self.positions = TokenPositions(d, row, col)
         self.static = nn.Linear(2 * max(geometry.static_attributes, 1), d)
         self.rain = nn.Linear(d, d)  # catchment-rain feature onto the vector tokens
+        self.weather = nn.Linear(weather, d)  # the day's catchment weather onto the vector tokens
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d)
         if cfg.encoder_tokens == "all":
@@ -152,7 +162,7 @@ class HydroMAE(nn.Module):
         if cfg.hints:
             hints = DecoderHints(
                 self.groups, self.image_groups, width, valid, geometry.patch_cols, pp,
-                cfg.decoder_dim,
+                cfg.decoder_dim, weather,
             )  # fmt: skip
         parts = dict(
             groups=self.groups,
@@ -192,6 +202,26 @@ class HydroMAE(nn.Module):
             mask = batch[f"{mods[0]}_mask"]
         return x, v, mask.to(x.device)
 
+    def _budget(self, batch: dict, keep: Tensor, days: int) -> Tensor:
+        """At most ``image_budget`` of a day's visible image tokens ``keep [B, T*N]``: the
+        catchment's patches first, then the others in an order that turns with the day
+        (so that every patch is seen over a window). Unchanged where few enough are visible."""
+        b, length = keep.shape
+        n = length // days
+        by_day = keep.view(b, days, n)
+        if int(by_day.sum(-1).max()) <= self.image_budget:
+            return keep
+        patch = torch.arange(n, device=keep.device)
+        turn = (patch[None, :] + torch.arange(days, device=keep.device)[:, None]) % n
+        score = (turn / n).expand(b, days, n)  # [B, T, N] in [0, 1)
+        if "catchment_weight" in batch:
+            w = batch["catchment_weight"].float()[:, None, :]  # [B, 1, N]
+            score = score + 2 * (w > 0) + w
+        score = torch.where(by_day, score, -1.0)
+        top = score.topk(min(self.image_budget, n), dim=-1).indices  # [B, T, budget]
+        chosen = torch.zeros_like(by_day).scatter(-1, top, True) & by_day
+        return chosen.view(b, length)
+
     def _static(self, batch: dict) -> Tensor:
         """The static-attribute token ``[B, 1, D]`` (signed log of the attributes, validity)."""
         if "static" in batch and batch["static"].shape[-1]:
@@ -207,53 +237,76 @@ class HydroMAE(nn.Module):
 
     # ------------------------------------------------------------ forward
     def forward_encoder(self, batch: dict) -> tuple[Tensor, dict[str, Restore], dict[str, Parts]]:
-        """Encode the visible tokens: features ``[B, 1 + S_visible, D]`` (static token first;
-        ``[B, 1 + S_all, D]`` under ``encoder_tokens = "all"``), how to restore each group's
-        order, and each group's (values, validity, mask). Only the tokens the encoder sees
-        are embedded: masked values are gathered away before anything touches them."""
+        """Encode the visible tokens: features ``[B, 1 + S, D]`` (static token first; each
+        group's visible tokens, padded to the batch's largest count), how to restore each
+        group's order, and each group's (values, validity, mask). ``[B, 1 + S_all, D]``
+        under ``encoder_tokens = "all"``. Only the tokens the encoder sees are embedded:
+        masked values are gathered away before anything touches them, and padding takes no
+        part in attention. The series' tokens also carry the day's catchment weather."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        encoded, restore, parts = [], {}, {}
-        image: tuple[Tensor, Tensor] | None = None
         everything = self.cfg.encoder_tokens == "all"
+        days = batch["evap"].shape[1]
+        parts = {name: self._group_tokens(batch, name, mods) for name, mods in self.groups}
+        weather = catchment_weather(
+            [(mods, parts[n]) for n, mods in self.groups if n in self.image_groups],
+            batch, days, self.geometry.patch_pixels,
+        )  # fmt: skip  # [B, T, 6]
+        encoded, restore, keys = [], {}, []
+        image: tuple[Tensor, Tensor, Tensor] | None = None
         for name, mods in self.groups:
-            x, v, mask = self._group_tokens(batch, name, mods)  # [B, L, w] x2, [B, L]
+            x, v, mask = parts[name]  # [B, L, w] x2, [B, L]
             b, length = mask.shape
-            n_keep = int((~mask[0]).sum())
-            if not bool(((~mask).sum(dim=1) == n_keep).all()):
-                raise ValueError(f"{name}: samples of a batch must keep the same number of tokens")
-            order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first
-            seen = order[:, :n_keep]  # [B, n_keep], day-major
+            keep = ~mask
+            if name in self.image_groups and not everything:
+                keep = self._budget(batch, keep, days)
+            counts = keep.sum(dim=1)  # [B]
+            n_keep = int(counts.max())
+            order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept first
+            seen = order[:, :n_keep]  # [B, S], day-major
+            pad = torch.arange(n_keep, device=dev)[None, :] >= counts[:, None]  # [B, S]
             idx = torch.arange(length, device=dev).expand(b, -1) if everything else seen
             values = torch.cat([x, v], dim=-1)  # [B, L, 2w]
             values = torch.gather(values, 1, idx[..., None].expand(-1, -1, values.shape[-1]))
+            if not everything:  # padding slots hold masked positions: never their values
+                values = torch.where(pad[..., None], 0.0, values)
             tokens = self.embed[name](values)  # [B, S, D]
             tokens = tokens + self.positions(batch, idx, name in self.image_groups)
             tokens = tokens + self.group_embed[name]
             if everything:  # the ablation: masked tokens replaced in place, [B, L, D]
                 tokens = torch.where(mask[..., None], self.encoder_mask_token, tokens)
+                pad = torch.zeros(b, length, dtype=torch.bool, device=dev)
             visible = (
                 tokens
                 if not everything
                 else torch.gather(tokens, 1, seen[..., None].expand(-1, -1, tokens.shape[-1]))
             )  # [B, n_keep, D]
             if mods[0] == IMAGE_MODALITIES[0]:
-                image = (visible, seen)  # precipitation's tokens carry the catchment's rain
-            elif mods[0] in VECTOR_MODALITIES and image is not None and "catchment_weight" in batch:
-                rain = self._catchment_rain(batch, *image, days=mask.shape[1])  # [B, T, D]
-                tokens = tokens + self.rain(rain.gather(1, idx[..., None].expand_as(tokens)))
+                # precipitation's tokens carry the catchment's rain
+                image = (visible, seen, torch.arange(n_keep, device=dev)[None] >= counts[:, None])
+            elif mods[0] in VECTOR_MODALITIES:
+                at = idx[..., None]
+                tokens = tokens + self.weather(
+                    weather.gather(1, at.expand(-1, -1, weather.shape[-1]))
+                )
+                if image is not None and "catchment_weight" in batch:
+                    rain = self._catchment_rain(batch, *image, days=days)  # [B, T, D]
+                    tokens = tokens + self.rain(rain.gather(1, at.expand_as(tokens)))
             encoded.append(tokens)
-            restore[name] = (order, n_keep, mask, tokens.shape[1])
-            parts[name] = (x, v, mask)
+            keys.append(~pad)
+            restore[name] = Restore(order, counts, mask, keep, tokens.shape[1], everything)
         h = torch.cat([self._static(batch), *encoded], dim=1)  # [B, 1 + S, D]
+        attend = torch.cat([torch.ones_like(keys[0][:, :1]), *keys], dim=1)  # [B, 1 + S]
+        attend = None if bool(attend.all()) else attend
         for block in self.blocks:
-            h = block(h)
+            h = block(h, keys=attend)
         return self.norm(h), restore, parts
 
     def forward_decoder(
         self, batch: dict, h: Tensor, restore: dict[str, Restore], parts: dict[str, Parts]
     ) -> Decoded:
-        """Per group: predictions ``[B, L, w]`` and where they were made ``[B, L]`` (bool)."""
+        """Per group: predictions ``[B, L, w]``, where they were made ``[B, L]`` (bool) and
+        (with hints) the learned mix of the hints they started from ``[B, L, w]``."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
         return self.decoder(batch, h, restore, parts)
@@ -266,27 +319,34 @@ class HydroMAE(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, dict[str, Tensor]]:
         """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``
-        ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked) and ``predicted`` ``[B, L]``."""
+        ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked), ``predicted`` ``[B, L]`` and (with
+        hints) ``mix`` ``[B, L, w]``, the prediction with the network's correction silenced."""
         h, restore, parts = self.forward_encoder(batch)
         decoded = self.forward_decoder(batch, h, restore, parts)
-        return {
-            name: {
-                "pred": decoded[name][0],
-                "predicted": decoded[name][1],
+        out = {}
+        for name, _ in self.groups:
+            pred, predicted, mix = decoded[name]
+            out[name] = {
+                "pred": pred,
+                "predicted": predicted,
                 "target": parts[name][0],
                 "valid": parts[name][1] > 0,
                 "mask": parts[name][2],
             }
-            for name, _ in self.groups
-        }
+            if mix is not None:
+                out[name]["mix"] = mix
+        return out
 
-    def _catchment_rain(self, batch: dict, tokens: Tensor, seen: Tensor, days: int) -> Tensor:
+    def _catchment_rain(
+        self, batch: dict, tokens: Tensor, seen: Tensor, pad: Tensor, days: int
+    ) -> Tensor:
         """Per day, the ``catchment_weight``-weighted mean of the visible image tokens
-        ``tokens`` ``[B, S, D]`` at positions ``seen`` ``[B, S]`` (``t * N + n``): ``[B, T, D]``."""
+        ``tokens`` ``[B, S, D]`` at positions ``seen`` ``[B, S]`` (``t * N + n``; ``pad``
+        marks padding): ``[B, T, D]``."""
         w = batch["catchment_weight"].float()  # [B, N]
         n = w.shape[1]
         day_of = seen // n  # [B, S]
-        weight = w.gather(1, seen % n)  # [B, S]
+        weight = torch.where(pad, 0.0, w.gather(1, seen % n))  # [B, S]
         share = weight.new_zeros(w.shape[0], days).scatter_add(1, day_of, weight)  # [B, T]
         total = tokens.new_zeros(w.shape[0], days, tokens.shape[-1]).scatter_add(
             1, day_of[..., None].expand_as(tokens), weight[..., None] * tokens

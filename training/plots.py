@@ -185,7 +185,7 @@ def plot_hydrograph(h: Hydrograph, png: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
     days = h.dates.astype("datetime64[D]")
-    for i in np.flatnonzero(h.masked):
+    for i in [] if h.masked.all() else np.flatnonzero(h.masked):  # all masked: no shading
         ax.axvspan(
             days[i] - np.timedelta64(12, "h"),
             days[i] + np.timedelta64(12, "h"),
@@ -199,17 +199,111 @@ def plot_hydrograph(h: Hydrograph, png: Path) -> Path:
         "model, all flow hidden": ("tab:purple", "--", 1.3),
         "interpolation": ("tab:blue", ":", 1.2),
         "climatology": ("tab:green", ":", 1.2),
+        "pooled regression": ("tab:orange", "--", 1.2),
     }
     for name, series in h.predictions.items():
         colour, style, width = styles.get(name, (None, ":", 1.2))
         shown = np.where(h.masked, series, np.nan)
-        ax.plot(days, shown, style, color=colour, lw=width, marker=".", ms=3, label=name)
+        marker = "." if len(days) <= 120 else None
+        ax.plot(days, shown, style, color=colour, lw=width, marker=marker, ms=3, label=name)
     ax.set_ylabel(f"riverflow ({h.units})")
     ax.set_title(h.title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncols=3)
     fig.autofmt_xdate()
     return _save(fig, png)
+
+
+def draw_examples(
+    batch: dict,
+    seen: dict,
+    shown: dict,
+    manifest,
+    data: Path,
+    split: str,
+    folder: Path,
+) -> list[Path]:
+    """The evaluation's first batch, drawn into ``folder``: the middle day's maps of the
+    real sample with the most varied riverflow, and that sample's hydrograph, under the
+    seed's masks (``seen``). ``shown[(strategy, modality, method)]``: predictions in
+    physical units."""
+    real = np.flatnonzero(batch["weight"].numpy() > 0)
+    flow = np.where(batch["riverflow_valid"].numpy(), batch["riverflow"].numpy(), np.nan)
+    spread = np.nan_to_num(np.nanstd(flow[real], axis=1), nan=-1.0) if real.size else [0]
+    b = int(real[int(np.argmax(spread))]) if real.size else 0
+    t = batch["evap"].shape[1]
+    day = t // 2
+    valid_idx = np.asarray(manifest.valid_patch_indices)
+    units = {m: v.units for m, v in manifest.variables.items()}
+    dates = np.datetime64(batch["start"][b], "D") + np.arange(t)
+    key = batch["sample_key"][b]
+
+    def physical(m: str, values) -> np.ndarray:
+        return np.where(batch[f"{m}_valid"][b].numpy(), values[b].numpy(), np.nan)
+
+    images = [m for m in LABELS if ("seed", m, "model") in shown and m not in ("evap", "riverflow")]
+    maps = DayMaps(
+        grid=manifest.patch_grid(),
+        land=np.load(Path(data) / "land_mask.npy").astype(bool),
+        valid_patch_indices=valid_idx,
+        truth={m: physical(m, batch[m])[day] for m in images},
+        pred={m: shown[("seed", m, "model")][b, day].numpy() for m in images},
+        masked={m: seen[f"{m}_mask"][b, day, valid_idx].numpy() for m in images},
+        units=units,
+        title=f"{split} sample {key}, {dates[day]}: the seed's masks",
+    )
+    methods = {
+        "model": ("seed", "model"),
+        "model, all flow hidden": ("riverflow", "model"),
+        "interpolation": ("seed", "interpolation"),
+        "climatology": ("seed", "climatology"),
+    }
+    hydro = Hydrograph(
+        dates=dates,
+        observed=physical("riverflow", batch["riverflow"]),
+        masked=seen["riverflow_mask"][b].numpy(),
+        predictions={
+            name: shown[(s, "riverflow", method)][b].numpy()
+            for name, (s, method) in methods.items()
+            if (s, "riverflow", method) in shown
+        },
+        units=units["riverflow"],
+        title=f"Riverflow, {split} sample {key}: masked days shaded",
+    )
+    return [
+        plot_day_maps(maps, Path(folder) / "masked_day_maps.png"),
+        plot_hydrograph(hydro, Path(folder) / "hydrograph.png"),
+    ]
+
+
+def plot_holdout(series: dict[int, list], manifest, split: str, png: Path) -> Path:
+    """The whole split of the held-out catchment with the most windows, under ``simulate``
+    (riverflow never seen): observed, the model and the pooled regression, window after
+    window. ``series[catchment]``: ``(start, observed [T], valid [T], {method: [T]})``."""
+    catchment = max(series, key=lambda c: len(series[c]))
+    windows = sorted(series[catchment], key=lambda w: w[0])
+    dates = np.concatenate(
+        [np.datetime64(s, "D") + np.arange(len(obs)) for s, obs, _, _ in windows]
+    )
+    observed = np.concatenate([np.where(v.numpy(), o.numpy(), np.nan) for _, o, v, _ in windows])
+    names = {"model": "model", "pooled": "pooled regression"}
+    predictions = {
+        label: np.concatenate([w[3][method].numpy() for w in windows])
+        for method, label in names.items()
+    }
+    gauge = manifest.catchments.ids[catchment]
+    return plot_hydrograph(
+        Hydrograph(
+            dates=dates,
+            observed=observed,
+            masked=np.ones(len(dates), dtype=bool),
+            predictions=predictions,
+            units=manifest.variables["riverflow"].units,
+            title=f"Held-out catchment {gauge}, {split} period: riverflow never seen "
+            "(simulate), predicted from the weather",
+        ),
+        png,
+    )
 
 
 def _save(fig, png: Path) -> Path:

@@ -29,9 +29,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pipeline.files import atomic_write
 from pipeline.loader import HydroLoader, build_loader
 from pipeline.manifest import Manifest
 from pipeline.schema import MASK_MODES, MODALITIES, READERS
+from pipeline.strategies import TRAINING
 from training import checkpoint
 from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
 from training.loss import LossConfig
@@ -49,9 +51,20 @@ class TrainConfig:
     preset: str = field(default="tiny", metadata={"choices": PRESETS})
     decoder: str = field(default="mae", metadata={"choices": DECODERS})
     cross_fraction: float = field(
-        default=1.0, metadata={"help": "CrossMAE: share of masked tokens reconstructed a step"}
+        default=1.0,
+        metadata={"above": 0.0, "max": 1.0, "help": "CrossMAE: share of masked tokens a step"},
     )
     mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    strategies: dict[str, float] = field(
+        default_factory=lambda: {"seed": 1.0},
+        metadata={
+            "min": 0.0,
+            "keys": TRAINING,
+            "metavar": "NAME=WEIGHT",
+            "help": "training mix of masking strategies: seed, block, withhold (images and "
+            "evaporation seen, riverflow hidden every day); e.g. seed=0.5 block=0.2 withhold=0.3",
+        },
+    )
     reader: str = field(default="shards", metadata={"choices": READERS})
     shards: list[str] = field(
         default_factory=list,
@@ -61,22 +74,23 @@ class TrainConfig:
             "pipe:CMD; {a..b} expands); DATA must still hold manifest.json and land_mask.pt",
         },
     )
-    stride: int = field(default=0, metadata={"help": "zarr reader: days between windows"})
+    stride: int = field(default=0, metadata={"min": 0, "help": "zarr reader: days between windows"})
     catchments_per_window: int = field(
-        default=0, metadata={"help": "K random catchments per training window (0: all)"}
+        default=0, metadata={"min": 0, "help": "K random catchments per training window (0: all)"}
     )
-    batch_size: int = 8
-    workers: int = 2
-    steps: int = 200
-    lr: float = 1e-3
-    warmup: int = 20
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    accumulate: int = field(default=1, metadata={"help": "batches per optimizer step"})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    workers: int = field(default=2, metadata={"min": 0})
+    steps: int = field(default=200, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"above": 0.0})
+    warmup: int = field(default=20, metadata={"min": 0})
+    weight_decay: float = field(default=0.05, metadata={"min": 0.0})
+    grad_clip: float = field(default=1.0, metadata={"above": 0.0})
+    accumulate: int = field(default=1, metadata={"min": 1, "help": "batches per optimizer step"})
     loss_weights: list[float] = field(
         default_factory=list,
         metadata={
             "metavar": "W",
+            "min": 0.0,
             "help": "the loss's weight of each modality, in the order precip soil temp evap "
             "riverflow (none given: 1 each)",
         },
@@ -89,10 +103,12 @@ class TrainConfig:
             "neighbours' mean (training.model); --no-hints for a plain MAE decoder"
         },
     )
-    log_every: int = 10
-    val_every: int = field(default=0, metadata={"help": "steps between validations (0: none)"})
-    val_batches: int = field(default=8, metadata={"help": "validation batches (0: all)"})
-    checkpoint_every: int = 50
+    log_every: int = field(default=10, metadata={"min": 1})
+    val_every: int = field(
+        default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
+    )
+    val_batches: int = field(default=8, metadata={"min": 0, "help": "validation batches (0: all)"})
+    checkpoint_every: int = field(default=50, metadata={"min": 1})
     seed: int = 0
     resume: bool = field(default=False, metadata={"help": "continue RUN_DIR/checkpoint.pt"})
     progress: bool = True
@@ -148,11 +164,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     main = rank == 0
     out = Path(cfg.out)
+    manifest = Manifest.read(cfg.data)
     if main:
+        check_run_dir(out, cfg.resume)
         out.mkdir(parents=True, exist_ok=True)
 
     # ---- data, model, optimizer, schedule
-    manifest = Manifest.read(cfg.data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, manifest).to(device)
     raw_model = model
@@ -168,7 +185,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         source=str(cfg.data), split="train", mode="train", reader=cfg.reader, stride=cfg.stride,
         shards=list(cfg.shards), catchments_per_window=cfg.catchments_per_window,
         batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
-        mask_mode=cfg.mask_mode, rank=rank, world_size=world,
+        mask_mode=cfg.mask_mode, strategies=cfg.strategies, rank=rank, world_size=world,
     )  # fmt: skip
     if len(loader) < cfg.accumulate:
         raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
@@ -188,6 +205,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         loader.load_state_dict(state["loader"])
         checkpoint.set_random_states(state["random"][rank])
         step = state["step"]
+        if main:  # records logged after the checkpoint are logged again as the run redoes them
+            keep_metrics_until(out / METRICS, step)
     elif main:
         (out / METRICS).unlink(missing_ok=True)
         (out / RUN_CONFIG).write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
@@ -202,6 +221,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         board = SummaryWriter(out / "tensorboard", purge_step=step + 1 if step else None)
     epoch = loader.state_dict()["epoch"]
     samples, started = 0, time.perf_counter()
+    epoch_samples = 0  # real (not padding) samples this epoch, all ranks
     bar = tqdm(
         total=cfg.steps,
         initial=step,
@@ -217,7 +237,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             step < cfg.steps
             and len(parts := list(itertools.islice(batches, cfg.accumulate))) == cfg.accumulate
         ):
-            total, per_modality = 0.0, dict.fromkeys(MODALITIES, 0.0)
+            total, per_modality, real = 0.0, dict.fromkeys(MODALITIES, 0.0), 0
             for micro, batch in enumerate(parts):
                 last = micro == len(parts) - 1
                 sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
@@ -228,16 +248,21 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 total += loss.item() / cfg.accumulate
                 for k, v in per.items():
                     per_modality[k] += v.item() / cfg.accumulate
-                samples += int(batch["weight"].sum()) * world
-            # a non-finite loss on any rank: every rank skips the step, so none desynchronises
-            finite = torch.tensor([1.0 if math.isfinite(total) else 0.0], device=device)
+                real += int(batch["weight"].sum())
+            # a non-finite loss on any rank, or no real sample on every rank (all padding,
+            # after unreadable shards): every rank skips the step, so none desynchronises.
+            # One reduction: the minimum of (finite, -real) is (all finite, -most real).
+            flags = torch.tensor([1.0 if math.isfinite(total) else 0.0, -real], device=device)
             if ddp:
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                mean = torch.tensor([total, *per_modality.values()], device=device)
+                dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+                mean = torch.tensor([total, *per_modality.values(), real], device=device)
                 dist.all_reduce(mean)  # what is logged: the mean over ranks
-                total, *rest = (mean / world).tolist()
+                total, *rest, real = (mean / world).tolist()
+                real = round(real * world)
                 per_modality = dict(zip(per_modality, rest, strict=True))
-            skipped = finite.item() != 1.0
+            samples += real * (1 if ddp else world)
+            epoch_samples += real
+            skipped = flags[0].item() != 1.0 or flags[1].item() == 0
             grad_norm = float("nan")
             if not skipped:
                 grad_norm = float(
@@ -265,10 +290,17 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 scores = validate(raw_model, val_loader, cfg.val_batches, loss_cfg, ddp)
                 if main:
                     log({"step": step, **scores}, out, logged, board)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            due = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            if due and epoch_samples:  # never a checkpoint of a run that read nothing
                 _save(ckpt_path, raw_model, optimizer, scheduler, loader, step, cfg, manifest, ddp)
+        if not epoch_samples:
+            raise ValueError(
+                f"{cfg.data}: epoch {epoch} gave no training sample: every training shard was "
+                f"unreachable or damaged ({describe_faults(loader)}); nothing was saved"
+            )
         if step < cfg.steps:
             epoch += 1
+            epoch_samples = 0
     bar.close()
     if board is not None:
         board.close()
@@ -278,6 +310,47 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         _check_ranks_agree(raw_model, out, main)
         dist.destroy_process_group()
     return logged
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    """Refuse a run directory that a fresh run would overwrite: one holding a run (continue
+    it with ``--resume``) or files that are not a run's."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if not out.exists():
+        return
+    if (out / CHECKPOINT).exists() and not resume:
+        raise ValueError(
+            f"--out {out} holds a training run ({CHECKPOINT}): add --resume to continue it, "
+            "or choose another --out"
+        )
+    ours = {CHECKPOINT, METRICS, RUN_CONFIG, "tensorboard", "training_curves.png"}
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours and p.name[0] != ".")
+    if others:
+        raise ValueError(
+            f"--out {out} holds files that are not a training run's ({', '.join(others[:3])}"
+            f"{' ...' if len(others) > 3 else ''}): choose an empty or new directory"
+        )
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the records of ``metrics.jsonl`` logged after ``step`` (atomically)."""
+    if not path.exists():
+        return
+    lines = [x for x in path.read_text().splitlines() if x.strip()]
+    kept = [x for x in lines if json.loads(x).get("step", step + 1) <= step]
+    atomic_write(path, "".join(f"{x}\n" for x in kept).encode())
+
+
+def describe_faults(loader: HydroLoader) -> str:
+    """The loader's unreadable shards, named (for an error message)."""
+    stats = loader.stats
+    parts = []
+    if stats.unreachable_shards:
+        parts.append(f"unreachable: {', '.join(stats.unreachable_shards)}")
+    if stats.corrupt_shards:
+        parts.append(f"corrupt: {', '.join(stats.corrupt_shards)}")
+    return "; ".join(parts) or "see the warnings above"
 
 
 def log(record: dict[str, Any], out: Path, logged: list, board: Any | None) -> None:

@@ -2,10 +2,12 @@
 
 ``hydromae synth --out RAW_DIR [--start 2000-01-01] [--days 730] [--catchments 50]
 [--seed 0]`` writes monthly HadUK-Grid-format NetCDF files of ``rainfall``, ``tas``,
-``tasmax``, ``tasmin`` and soil moisture ``sm``; one CAMELS-GB time-series CSV per
-catchment at real gauges with real areas; attribute tables; catchment boundaries as
-GeoJSON; and ``preprocess.toml`` for ``hydromae preprocess``. Everything is a function of
-the settings: the same seed gives byte-identical files. The model is in docs/synthetic.md.
+``tasmax``, ``tasmin`` and soil moisture ``sm``; and, in ``RAW_DIR/data/`` laid out as the
+CAMELS-GB EIDC release, one time-series CSV per catchment at real gauges with real areas,
+the eight attribute tables, and the catchment boundaries as the release's shapefile (and
+as GeoJSON); and ``preprocess.toml`` for ``hydromae preprocess``. Everything is a function
+of the settings: the same seed gives byte-identical files. The model is in
+docs/synthetic.md.
 
 From Python: ``preprocessing.synth.generate(out, start=..., days=..., catchments=...,
 seed=...)``.
@@ -24,7 +26,8 @@ from scipy import sparse
 from tqdm import tqdm
 
 from preprocessing.synth import camels, layout
-from preprocessing.synth.boundaries import write_geojson
+from preprocessing.synth.attributes import attribute_tables, landscape_rng
+from preprocessing.synth.boundaries import write_geojson, write_shapefile
 from preprocessing.synth.geography import (
     Catchment,
     Geography,
@@ -34,6 +37,7 @@ from preprocessing.synth.geography import (
     select_gauges,
 )
 from preprocessing.synth.hydrology import flow_gaps, route
+from preprocessing.synth.landscape import make_landscape
 from preprocessing.synth.model import DailyModel, Day
 from preprocessing.synth.netcdf import VARIABLES, file_name, write_month
 
@@ -56,7 +60,8 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class Summary:
-    """What :func:`generate` wrote: the directory, file count, period and catchments."""
+    """What :func:`generate` wrote: the directory, file count, period and catchments, and
+    ``notes`` for the user (a split shorter than one window, which preprocessing refuses)."""
 
     out: Path
     files: int
@@ -64,6 +69,7 @@ class Summary:
     last: dt.date
     gauge_ids: tuple[int, ...]
     bytes: int
+    notes: tuple[str, ...] = ()
 
 
 def parse_start(start: str | dt.date) -> dt.date:
@@ -198,6 +204,7 @@ def generate(
         "days": days,
         "catchments": n_catch,
         "seed": seed,
+        "layout": layout.LAYOUT,
     }
     layout.check_out_dir(out, settings)
     periods = layout.split_periods(first, days)
@@ -246,32 +253,35 @@ def generate(
 
     dates = pd.date_range(first, periods=days, freq="D")
     elev = geo.elevation.ravel()
+    (out / layout.SERIES_DIR).mkdir(parents=True, exist_ok=True)
     series = []
     for i, c in enumerate(cats):
         s = _series(c, means[:, i], wind, float(elev[c.cells].mean()), route_rng)
         s.discharge_spec = np.where(flow_gaps(days, gap_rng), np.nan, s.discharge_spec)
-        path = out / camels.series_name(c.gauge_id, first, last)
+        path = out / layout.SERIES_DIR / camels.series_name(c.gauge_id, first, last)
         camels.write_series(path, dates, s, c.area_km2)
         written.append(path)
         series.append(s)
 
-    ids = [c.gauge_id for c in cats]
-    tables = {
-        "CAMELS_GB_topographic_attributes.csv": camels.topographic_attributes(geo, cats),
-        "CAMELS_GB_climatic_attributes.csv": camels.climatic_attributes(ids, series),
-        "CAMELS_GB_hydrologic_attributes.csv": camels.hydrologic_attributes(ids, series),
-    }
-    for name, table in tables.items():
-        camels.write_table(out / name, table)
-        written.append(out / name)
-    write_geojson(out / layout.BOUNDARIES, cats, geo.shape[1])
+    landscape = make_landscape(geo, landscape_rng(seed))
+    tables = attribute_tables(geo, cats, series, dates, periods["train"], landscape, seed)
+    for group, table in tables.items():
+        path = out / layout.attribute_path(group)
+        camels.write_table(path, table)
+        written.append(path)
+    shp = out / layout.BOUNDARIES_SHP
+    shp.parent.mkdir(exist_ok=True)
+    written += write_shapefile(shp, cats, geo.shape[1])
+    write_geojson(out / layout.BOUNDARIES_GEOJSON, cats, geo.shape[1])
     (out / layout.TOML).write_text(layout.preprocess_toml(periods), encoding="utf-8")
-    written += [out / layout.BOUNDARIES, out / layout.TOML, out / layout.STAMP]
+    written += [out / layout.BOUNDARIES_GEOJSON, out / layout.TOML, out / layout.STAMP]
+    note = layout.short_splits(periods)
     return Summary(
         out=out,
         files=len(written),
         first=first,
         last=last,
-        gauge_ids=tuple(ids),
+        gauge_ids=tuple(c.gauge_id for c in cats),
         bytes=sum(p.stat().st_size for p in written),
+        notes=(note,) if note else (),
     )

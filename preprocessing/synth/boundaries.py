@@ -1,7 +1,10 @@
-"""Catchment boundary polygons: dissolve grid cells into rings, write GeoJSON (EPSG:27700).
+"""Catchment boundary polygons: dissolve grid cells into rings, write them (EPSG:27700).
 
-Rings follow RFC 7946: exterior counter-clockwise, holes clockwise, first point repeated
-at the end. Coordinates are British National Grid metres.
+As CAMELS-GB ships them, a polygon shapefile with the fields ``ID_STRING`` (text) and ``ID``
+(number) (``preprocessing.shapefile``), and also as GeoJSON with ``gauge_id`` and ``area``.
+Rings here follow RFC 7946: exterior counter-clockwise, holes clockwise, first point
+repeated at the end (the shapefile writer turns them the shapefile's way). Coordinates are
+British National Grid metres.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocessing.shapefile import Field, write_polygons
 from preprocessing.synth.geography import CELL_M, X0, Y0, Catchment
+
+SHAPE_FIELDS = [Field("ID_STRING", "C", 16), Field("ID", "N", 10)]
 
 Point = tuple[float, float]
 Ring = list[Point]
@@ -145,3 +151,12 @@ def write_geojson(path: Path, catchments: list[Catchment], width: int) -> None:
         "features": features,
     }
     path.write_text(json.dumps(collection, separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def write_shapefile(path: Path, catchments: list[Catchment], width: int) -> list[Path]:
+    """Write ``path`` (``.shp``) with its ``.shx``, ``.dbf`` and ``.prj`` (British National
+    Grid): one Polygon record per catchment, fields ``ID_STRING`` and ``ID`` (the gauge id,
+    as text and as a number), as in ``CAMELS_GB_catchment_boundaries.shp``."""
+    polygons = [[[np.asarray(r) for r in catchment_polygon(c, width)]] for c in catchments]
+    rows = [(str(c.gauge_id), c.gauge_id) for c in catchments]
+    return write_polygons(path, polygons, SHAPE_FIELDS, rows)

@@ -1,8 +1,12 @@
 """What goes where in RAW_DIR: file globs, the chronological splits, ``preprocess.toml``, stamp.
 
-``preprocess.toml`` paths are relative to the TOML file's own directory. The stamp
-``hydromae_synth.json`` records the settings that made the directory's files, so a rerun
-with the same settings rewrites them (identically) and other settings are refused.
+The HadUK-Grid-format NetCDF files lie at the top of RAW_DIR; CAMELS-GB lies in ``data/``
+exactly as the EIDC release lays it out (``preprocessing.camels_gb``): the eight attribute
+tables, ``timeseries/``, and the boundaries as the release's shapefile folder, with a
+GeoJSON copy beside it. ``preprocess.toml`` paths are relative to the TOML file's own
+directory. The stamp ``hydromae_synth.json`` records the settings that made the
+directory's files, so a rerun with the same settings rewrites them (identically) and other
+settings are refused.
 """
 
 from __future__ import annotations
@@ -12,13 +16,18 @@ import fnmatch
 import json
 from pathlib import Path
 
+from preprocessing import camels_gb
 from preprocessing.synth.netcdf import RAINFALL, SOIL, TAS, TASMAX, TASMIN
 
 STAMP = "hydromae_synth.json"
 TOML = "preprocess.toml"
-SERIES_GLOB = "CAMELS_GB_hydromet_timeseries_*.csv"
-ATTRIBUTES_GLOB = "CAMELS_GB_*_attributes.csv"
-BOUNDARIES = "CAMELS_GB_catchment_boundaries.geojson"
+LAYOUT = "CAMELS-GB EIDC v1"  # in the stamp: directories of the older flat layout are refused
+DATA = camels_gb.DATA
+SERIES_DIR = f"{DATA}/{camels_gb.TIMESERIES}"
+SERIES_GLOB = f"{SERIES_DIR}/{camels_gb.SERIES_GLOB}"
+ATTRIBUTES_GLOB = f"{DATA}/{camels_gb.ATTRIBUTES_GLOB}"
+BOUNDARIES_SHP = f"{DATA}/{camels_gb.BOUNDARIES_SHP}"
+BOUNDARIES_GEOJSON = f"{DATA}/{camels_gb.BOUNDARIES}.geojson"
 WINDOW = 90
 
 
@@ -26,11 +35,17 @@ def grid_glob(stem: str) -> str:
     return f"{stem}_*.nc"
 
 
-GENERATED_GLOBS = (
+def attribute_path(group: str) -> str:
+    """``data/CAMELS_GB_{group}_attributes.csv``."""
+    return f"{DATA}/{camels_gb.attribute_file(group)}"
+
+
+GENERATED_GLOBS = (  # top-level names that hydromae synth writes
     *(grid_glob(s.stem) for s in (RAINFALL, TAS, TASMAX, TASMIN, SOIL)),
-    SERIES_GLOB,
-    ATTRIBUTES_GLOB,
-    BOUNDARIES,
+    DATA,
+    camels_gb.SERIES_GLOB,  # the flat layout of earlier versions
+    camels_gb.ATTRIBUTES_GLOB,
+    f"{camels_gb.BOUNDARIES}.geojson",
     TOML,
     STAMP,
 )
@@ -56,16 +71,36 @@ def split_periods(start: dt.date, days: int) -> dict[str, tuple[dt.date, dt.date
     }
 
 
+def short_splits(periods: dict[str, tuple[dt.date, dt.date]], window: int = WINDOW) -> str | None:
+    """A warning naming the splits shorter than one ``window`` (which ``hydromae preprocess``
+    refuses), or None when every split holds a window."""
+    short = [
+        f"{name} {a}:{b} ({(b - a).days + 1} days)"
+        for name, (a, b) in periods.items()
+        if (b - a).days + 1 < window
+    ]
+    if not short:
+        return None
+    return (
+        f"split(s) {', '.join(short)} shorter than one {window}-day window: hydromae "
+        f"preprocess will refuse them; generate --days {3 * window} or more, or preprocess "
+        "with a smaller --window and your own --train/--val/--test"
+    )
+
+
 def preprocess_toml(periods: dict[str, tuple[dt.date, dt.date]]) -> str:
-    """The text of ``preprocess.toml`` pointing ``hydromae preprocess`` at RAW_DIR's files."""
+    """The text of ``preprocess.toml`` pointing ``hydromae preprocess`` at RAW_DIR's files
+    (with a warning comment when a split is shorter than one window)."""
 
     def span(name: str) -> str:
         a, b = periods[name]
         return f'"{a.isoformat()}:{b.isoformat()}"'
 
+    note = short_splits(periods)
     lines = [
         "# Written by `hydromae synth`: `hydromae preprocess --config` settings for these files.",
         "# Paths are relative to this file's directory.",
+        *([f"# NOTE: {note}"] if note else []),
         f'precip = "{grid_glob(RAINFALL.stem)}"',
         'precip_var = "rainfall"',
         f'temp = "{grid_glob(TAS.stem)}"',
@@ -76,7 +111,7 @@ def preprocess_toml(periods: dict[str, tuple[dt.date, dt.date]]) -> str:
         f'attributes = "{ATTRIBUTES_GLOB}"',
         'evap_column = "pet"',
         'riverflow_column = "discharge_spec"',
-        f'boundaries = "{BOUNDARIES}"',
+        f'boundaries = "{BOUNDARIES_SHP}"',
         f"train = {span('train')}",
         f"val = {span('val')}",
         f"test = {span('test')}",

@@ -48,9 +48,9 @@ def quicklook(raw_dir: str | Path, png: str | Path, gauge_id: int | None = None)
     rain_sum, days = _mean_grid(raw_dir, RAINFALL.stem, "rainfall", "sum")
     annual = rain_sum * 365.25 / days
     tmean, _ = _mean_grid(raw_dir, TAS.stem, "tas", "mean")
-    shapes = json.loads((raw_dir / layout.BOUNDARIES).read_text())["features"]
+    shapes = json.loads((raw_dir / layout.BOUNDARIES_GEOJSON).read_text())["features"]
     series = {int(p.name.split("_")[4]): p for p in sorted(raw_dir.glob(layout.SERIES_GLOB))}
-    hydro = pd.read_csv(raw_dir / "CAMELS_GB_hydrologic_attributes.csv")
+    hydro = pd.read_csv(raw_dir / layout.attribute_path("hydrologic"))
     if gauge_id is None:
         gauge_id = int(hydro.sort_values("q_mean").iloc[len(hydro) // 2]["gauge_id"])
     ts = pd.read_csv(series[gauge_id], parse_dates=["date"])

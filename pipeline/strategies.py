@@ -1,0 +1,94 @@
+"""Masking strategies beyond the specification's: what is hidden from the model, and where.
+
+The specification's masks (``seed``) hide 70 of 94 patches a day and 67 of 90 days of the
+series, scattered: a model can fill them by interpolation. Hydrology asks harder questions,
+each a strategy here, applied to a batch's ``*_mask`` (and ``*_valid``) tensors per sample:
+
+- ``seed``: the specification's masks, unchanged.
+- ``block``: the images keep their masks; the series lose one contiguous block of as many
+  days as the specification hides (67 of 90), at a keyed offset, the same block for both.
+- ``riverflow``: the specification's masks, but riverflow is withheld on every day (never
+  visible, as if the gauge had no record); it is scored on the masked days.
+- ``simulate`` (also the training strategy ``withhold``): every image patch and every day of
+  evaporation visible, riverflow masked on every day: a rainfall-runoff model's setting,
+  scored on every valid day.
+
+Training mixes strategies per sample, drawn by (seed, epoch, sample_key) like the masks
+(:func:`draw`), so batch composition, workers and resumption change nothing. Evaluation
+applies one strategy to every sample (:func:`apply`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
+
+TRAINING = ("seed", "block", "withhold")  # what a training mix may hold
+EVALUATION = ("seed", "block", "riverflow", "simulate")  # what hydromae evaluate scores
+
+
+def check_mix(mix: Mapping[str, float], where: str = "strategies") -> dict[str, float]:
+    """A training mix ``{strategy: weight}``: known names, weights >= 0, not all 0."""
+    unknown = sorted(set(mix) - set(TRAINING))
+    if unknown:
+        raise ValueError(f"{where}: unknown strategy {unknown[0]!r}; known: {', '.join(TRAINING)}")
+    weights = {k: float(v) for k, v in mix.items()}
+    if any(not math.isfinite(w) or w < 0 for w in weights.values()) or not sum(weights.values()):
+        raise ValueError(f"{where}: weights must be >= 0 and not all 0, got {dict(mix)}")
+    return weights
+
+
+def draw(mix: Mapping[str, float], rng: np.random.Generator) -> tuple[str, float]:
+    """One sample's strategy from ``mix`` and a uniform number for its offsets, both drawn
+    from ``rng`` (a generator keyed by the sample)."""
+    names = [n for n in TRAINING if mix.get(n, 0) > 0]
+    weights = np.array([mix[n] for n in names], dtype=np.float64)
+    u, offset = rng.random(2)
+    pick = int(np.searchsorted(np.cumsum(weights) / weights.sum(), u, side="right"))
+    return names[min(pick, len(names) - 1)], float(offset)
+
+
+def block(days: int, hidden: int, offset: float) -> torch.Tensor:
+    """``[days]`` bool: ``hidden`` contiguous days masked, starting at ``offset`` (in [0, 1))
+    of the possible starts."""
+    start = min(int(offset * (days - hidden + 1)), days - hidden)
+    mask = torch.zeros(days, dtype=torch.bool)
+    mask[start : start + hidden] = True
+    return mask
+
+
+def apply(batch: dict, strategies: Sequence[str], offsets: Sequence[float] | None = None) -> dict:
+    """A copy of ``batch`` whose masks (and riverflow validity, for ``riverflow``) follow
+    each sample's strategy. ``offsets`` place the ``block`` strategy's block (one number in
+    [0, 1) a sample; default 0.5). Tensors not changed are shared with ``batch``."""
+    out = dict(batch)
+    b = len(strategies)
+    offsets = [0.5] * b if offsets is None else list(offsets)
+    masks = {f"{m}_mask": batch[f"{m}_mask"].clone() for m in IMAGE_MODALITIES + VECTOR_MODALITIES}
+    withheld = torch.zeros(b, dtype=torch.bool)
+    for i, name in enumerate(strategies):
+        if name == "seed":
+            continue
+        if name == "block":
+            days = masks["evap_mask"].shape[1]
+            hidden = int(batch["evap_mask"][i].sum())
+            for m in VECTOR_MODALITIES:
+                masks[f"{m}_mask"][i] = block(days, hidden, offsets[i])
+        elif name == "riverflow":
+            withheld[i] = True
+        elif name in ("simulate", "withhold"):
+            for m in IMAGE_MODALITIES:
+                masks[f"{m}_mask"][i] = False
+            masks["evap_mask"][i] = False
+            masks["riverflow_mask"][i] = True
+        else:
+            raise ValueError(f"unknown strategy {name!r}; known: {', '.join(EVALUATION)}")
+    out.update(masks)
+    if withheld.any():
+        out["riverflow_valid"] = batch["riverflow_valid"] & ~withheld[:, None]
+    return out

@@ -1,0 +1,99 @@
+"""The baselines fitted on the training period of a dataset's store.
+
+- :func:`fit_climatology`: per valid pixel and per catchment, in normalised units
+  (``training.baselines.Climatology``);
+- :func:`fit_regressions`: the rainfall-runoff regressions (``training.regression``), per
+  catchment and pooled, on the training windows, from the catchment means of the full
+  (unmasked) images, the evaporation and the flow, in physical units.
+
+Held-out catchments' flow is never used: they have no per-catchment regression, the pooled
+one is fitted without them, and their riverflow climatology is the other catchments'.
+The store is read one window of days at a time (bounded memory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.manifest import Manifest
+from pipeline.normalize import Normalizer
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES
+from pipeline.store import open_store
+from training.baselines import Climatology
+from training.regression import LagRegression, catchment_mean
+
+
+def training_rows(store, manifest: Manifest) -> np.ndarray:
+    """Indices of the store's days in the training split."""
+    train = manifest.split("train")
+    days = store["time"].to_index()
+    return np.flatnonzero(
+        (days >= train.start.isoformat()) & (days <= f"{train.end.isoformat()}T23:59")
+    )
+
+
+def fit_climatology(data: Path, manifest: Manifest, norm: Normalizer) -> dict[str, Climatology]:
+    """Per valid pixel and per catchment, in normalised units, over the training period;
+    held-out catchments' riverflow climatology is the mean of the others'."""
+    store = open_store(data)
+    positions = manifest.store_positions()
+    rows = training_rows(store, manifest)
+    doy = store["time"].to_index().day_of_year.to_numpy()
+    held = holdout_indices(manifest)
+    clim: dict[str, Climatology] = {}
+    for name in MODALITIES:
+        array = store[name]
+        series = None
+        for block in np.array_split(rows, max(1, len(rows) // manifest.window)):
+            values = array.isel(time=block).values  # [t, N_store, p, p] or [t, C]
+            if name in IMAGE_MODALITIES:
+                values = values[:, positions]
+            elif name == "riverflow" and held.size:
+                values = values.astype(np.float64)
+                values[:, held] = np.nan
+            values = norm.normalize(name, values.astype(np.float64).reshape(len(block), -1))
+            series = series or Climatology(values.shape[1])
+            series.fit(values, doy[block])
+        if name == "riverflow" and held.size:
+            gauged = np.setdiff1d(np.arange(series.xty.shape[0]), held)
+            coef = series.coefficients()
+            coef[held] = coef[gauged].mean(axis=0)  # ungauged: the others' climatology
+        clim[name] = series
+    return clim
+
+
+def holdout_indices(manifest: Manifest) -> np.ndarray:
+    """Indices of the catchments held out of training."""
+    held = set(manifest.catchments.holdout)
+    return np.array([i for i, g in enumerate(manifest.catchments.ids) if g in held], dtype=int)
+
+
+def fit_regressions(data: Path, manifest: Manifest) -> dict[str, LagRegression]:
+    """``{"regression": per catchment, "pooled": across catchments}`` fitted on the training
+    windows (the manifest's) of the gauged catchments."""
+    store = open_store(data)
+    positions = manifest.store_positions()
+    table = manifest.catchment_table()
+    weight = torch.from_numpy(table.weight).double()  # [C, N_valid]
+    first = manifest.period.start
+    rain, pet, flow = [], [], []
+    for start in manifest.window_starts("train"):
+        t0 = (start - first).days
+        days = slice(t0, t0 + manifest.window)
+        values = torch.from_numpy(store["precip"][days].values[:, positions]).double()
+        values = values.flatten(-2)[None]  # [1, T, N, P]
+        valid = torch.isfinite(values)
+        rain.append(catchment_mean(torch.nan_to_num(values), valid, weight).T.numpy())  # [T, C]
+        pet.append(store["evap"][days].values.astype(np.float64))
+        flow.append(store["riverflow"][days].values.astype(np.float64))
+    if not rain:
+        raise ValueError(f"{data}: the training split has no window to fit the regressions on")
+    gauged = np.setdiff1d(np.arange(len(table.ids)), holdout_indices(manifest))
+    arrays = (np.stack(rain), np.stack(pet), np.stack(flow))  # [W, T, C] each
+    return {
+        "regression": LagRegression(pooled=False).fit(*arrays, table.static, gauged),
+        "pooled": LagRegression(pooled=True).fit(*arrays, table.static, gauged),
+    }

@@ -1,0 +1,128 @@
+"""Rainfall-runoff baselines: riverflow regressed on the catchment's rain and evaporation.
+
+The simple model a hydrologist tries first: the day's flow is a linear function of the
+catchment's rain and potential evaporation on the day and each of the ``LAGS`` days before
+(the unit hydrograph of a linear reservoir cascade), plus a constant. Two versions:
+
+- per catchment (``pooled=False``): ``1 + 2 (LAGS + 1)`` coefficients per catchment, fitted
+  on its training period; it needs the catchment's flow record, so it is no baseline for a
+  catchment held out of training;
+- pooled (``pooled=True``): one set of coefficients for every training catchment, plus
+  one per static attribute: the baseline for catchments never seen in training
+  (prediction in ungauged basins).
+
+Like the model, a regression sees one window at a time: a lag that reaches before the
+window's first day takes the catchment's training mean of that input instead. The inputs
+are the catchment means of what the strategy leaves visible (``catchment_mean``); all in
+physical units (mm/day), shapes ``[..., T]`` per catchment or sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LAGS = 30
+RIDGE = 1e-6  # relative to the normal equations' diagonal: only against singular matrices
+
+
+def catchment_mean(values: Tensor, valid: Tensor, weight: Tensor) -> Tensor:
+    """The catchment's daily mean of an image: ``values``/``valid`` ``[B, T, N, P]``,
+    ``weight [B, N]`` (share of the catchment's area per patch) -> ``[B, T]``: the
+    weighted mean of the patch means over valid pixels (patches without one left out;
+    0 where no patch of the catchment has any)."""
+    count = valid.sum(-1)  # [B, T, N]
+    patch = torch.where(valid, values, 0.0).sum(-1) / count.clamp_min(1)  # [B, T, N]
+    w = weight[:, None, :] * (count > 0)  # [B, T, N]
+    return (w * patch).sum(-1) / w.sum(-1).clamp_min(1e-9)
+
+
+def lagged(x: np.ndarray, fill: np.ndarray, lags: int = LAGS) -> np.ndarray:
+    """``x [..., T]`` -> ``[..., T, lags + 1]``: column k is ``x`` k days earlier, ``fill``
+    (broadcast to ``x[..., 0]``) where that falls before the window."""
+    t = x.shape[-1]
+    out = np.empty((*x.shape, lags + 1), dtype=np.float64)
+    fill = np.broadcast_to(np.asarray(fill, dtype=np.float64), x.shape[:-1])
+    for k in range(lags + 1):
+        out[..., : min(k, t), k] = fill[..., None]
+        if k < t:
+            out[..., k:, k] = x[..., : t - k]
+    return out
+
+
+def design(rain: np.ndarray, pet: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """The regression's inputs: ``rain``, ``pet`` ``[..., T]`` and the training means
+    ``means [..., 2]`` -> ``[..., T, 1 + 2 (LAGS + 1)]`` (a constant, then the lags)."""
+    ones = np.ones((*rain.shape, 1))
+    return np.concatenate([ones, lagged(rain, means[..., 0]), lagged(pet, means[..., 1])], axis=-1)
+
+
+def solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares on the rows of ``x [R, F]``, ``y [R]`` where ``y`` is finite."""
+    ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
+    x, y = x[ok], y[ok]
+    xtx = x.T @ x
+    xtx += RIDGE * np.diag(np.diag(xtx).clip(min=1.0))
+    return np.linalg.solve(xtx, x.T @ y)
+
+
+class LagRegression:
+    """Fitted on training windows ``[W, T, C]`` of rain, pet and flow; predicts a window."""
+
+    def __init__(self, pooled: bool) -> None:
+        self.pooled = pooled
+        self.means: np.ndarray | None = None  # [C, 2]: rain, pet training means
+        self.coef: np.ndarray | None = None  # [C, F] per catchment, or [F + A] pooled
+        self.static_mean: np.ndarray | None = None  # [A]
+
+    def fit(
+        self,
+        rain: np.ndarray,
+        pet: np.ndarray,
+        flow: np.ndarray,
+        static: np.ndarray,
+        catchments: np.ndarray,
+    ) -> LagRegression:
+        """``rain``, ``pet``, ``flow`` ``[W, T, C]``, ``static [C, A]`` (physical units, NaN
+        missing); fitted on the ``catchments`` (indices) only."""
+        self.means = np.stack([np.nanmean(rain, axis=(0, 1)), np.nanmean(pet, axis=(0, 1))], -1)
+        x = design(
+            np.moveaxis(rain, -1, 0), np.moveaxis(pet, -1, 0), self.means[:, None, :]
+        )  # [C, W, T, F]
+        y = np.moveaxis(flow, -1, 0)  # [C, W, T]
+        f = x.shape[-1]
+        if not self.pooled:
+            self.coef = np.zeros((rain.shape[-1], f))
+            for c in catchments:
+                self.coef[c] = solve(x[c].reshape(-1, f), y[c].reshape(-1))
+            return self
+        self.static_mean = np.nanmean(static[catchments], axis=0) if static.size else np.zeros(0)
+        s = self._static(static)[catchments]  # [C', A]
+        rows = x[catchments]  # [C', W, T, F]
+        s = np.broadcast_to(s[:, None, None, :], (*rows.shape[:-1], s.shape[-1]))
+        both = np.concatenate([rows, s], axis=-1)
+        self.coef = solve(both.reshape(-1, both.shape[-1]), y[catchments].reshape(-1))
+        return self
+
+    def _static(self, static: np.ndarray) -> np.ndarray:
+        """Signed log of the attributes, a missing one as the training catchments' mean."""
+        s = np.where(np.isfinite(static), static, self.static_mean)
+        return np.sign(s) * np.log1p(np.abs(s))
+
+    def predict(
+        self, rain: Tensor, pet: Tensor, catchment: Tensor, static: Tensor | None
+    ) -> Tensor:
+        """Flow ``[B, T]`` (mm/day, never negative) of each sample's window from its rain and
+        pet ``[B, T]``, catchment index ``[B]`` and static attributes ``[B, A]`` (NaN where
+        missing)."""
+        c = catchment.clamp_min(0).numpy()
+        x = design(rain.double().numpy(), pet.double().numpy(), self.means[c])  # [B, T, F]
+        if self.pooled:
+            a = np.zeros((len(c), 0)) if static is None else static.double().numpy()
+            a = self._static(a)
+            s = np.broadcast_to(a[:, None, :], (*x.shape[:-1], a.shape[-1]))
+            flow = np.concatenate([x, s], axis=-1) @ self.coef
+        else:
+            flow = np.einsum("btf,bf->bt", x, self.coef[c])
+        return torch.from_numpy(np.clip(flow, 0.0, None)).float()

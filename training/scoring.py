@@ -1,0 +1,136 @@
+"""What one evaluated batch scores: every method's prediction of every masked value.
+
+For one batch under one strategy, :func:`predictions` gives each modality's predictions,
+``[B, T, N, P]`` for images and ``[B, T]`` for the series, in normalised units, of the
+model, its hints' mix (the network's correction silenced), climatology, interpolation in
+time, the neighbouring patches (images) and the rainfall-runoff regressions (riverflow,
+physical units converted). :class:`Scores` adds their errors on the scored positions, in
+normalised and physical units, and keeps riverflow per catchment for NSE and KGE.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pipeline.normalize import Normalizer
+from pipeline.schema import IMAGE_MODALITIES
+from training.baselines import interpolate_time, neighbour_mean
+from training.loss import modality_slices
+from training.metrics import ErrorSums, FlowRecords
+from training.model import normalised
+from training.regression import LagRegression, catchment_mean
+
+UNITS = ("normalised", "physical")
+
+
+def hidden_of(seen: dict, m: str, valid_idx: Tensor) -> tuple[Tensor, Tensor]:
+    """``(masked, hidden)`` of a modality under a strategy's batch ``seen``: the mask
+    (``[B, T, N]`` for images, ``[B, T]``) and the same broadcastable to its values."""
+    if m in IMAGE_MODALITIES:
+        masked = seen[f"{m}_mask"][..., valid_idx]
+        return masked, masked[..., None]
+    return seen[f"{m}_mask"], seen[f"{m}_mask"]
+
+
+def regression_inputs(batch: dict, seen: dict, valid_idx: Tensor, adjacency: Tensor):
+    """The catchment's rain and evaporation ``[B, T]`` (mm/day) as a strategy leaves them
+    visible: rain from the visible patches, masked ones filled by their visible neighbours
+    (the neighbours baseline in physical units); evaporation interpolated between its
+    visible days."""
+    masked, hidden = hidden_of(seen, "precip", valid_idx)
+    valid = batch["precip_valid"]
+    field = neighbour_mean(batch["precip"], valid & ~hidden, masked, adjacency)
+    rain = catchment_mean(field, valid, batch["catchment_weight"].float())
+    evap_known = seen["evap_valid"] & ~seen["evap_mask"]
+    pet = interpolate_time(batch["evap"], evap_known)
+    return rain, pet
+
+
+def regression_predictions(
+    batch: dict,
+    seen: dict,
+    regressions: dict[str, LagRegression],
+    norm: Normalizer,
+    valid_idx: Tensor,
+    adjacency: Tensor,
+    methods: tuple[str, ...],
+) -> dict[str, Tensor]:
+    """Riverflow ``[B, T]`` of each regression in ``methods``, in normalised units."""
+    rain, pet = regression_inputs(batch, seen, valid_idx, adjacency)
+    static = torch.where(batch["static_valid"], batch["static"], float("nan"))
+    out = {}
+    for name in methods:
+        flow = regressions[name].predict(rain, pet, batch["catchment_index"], static)
+        out[name] = norm.normalize("riverflow", flow)
+    return out
+
+
+def model_predictions(out: dict, groups: list, pixels: int, shapes: dict) -> dict[str, dict]:
+    """``{modality: {"model": pred, "mix": mix}}`` from the model's output, each reshaped
+    to the modality's values (``mix`` only with hints)."""
+    preds: dict[str, dict[str, Tensor]] = {}
+    for group, m, cols in modality_slices(groups, pixels):
+        preds[m] = {"model": out[group]["pred"][..., cols].reshape(shapes[m])}
+        if "mix" in out[group]:
+            preds[m]["mix"] = out[group]["mix"][..., cols].reshape(shapes[m])
+    return preds
+
+
+@dataclass
+class Scores:
+    """Error sums per (strategy, modality, method, unit); riverflow per catchment."""
+
+    norm: Normalizer
+    sums: dict[tuple, ErrorSums] = field(default_factory=lambda: defaultdict(ErrorSums))
+    flows: dict[tuple, FlowRecords] = field(default_factory=lambda: defaultdict(FlowRecords))
+
+    def add(
+        self,
+        strategy: str,
+        m: str,
+        method: str,
+        pred: Tensor,
+        truth: Tensor,
+        physical: Tensor,
+        scored: Tensor,
+        catchment: Tensor,
+    ) -> Tensor:
+        """Score a normalised prediction against ``truth`` (normalised) and ``physical``
+        (the same values in physical units) where ``scored``; return it in physical units."""
+        phys = self.norm.denormalize(m, pred.double())
+        self.sums[(strategy, m, method, "normalised")].add(pred, truth, scored)
+        self.sums[(strategy, m, method, "physical")].add(phys, physical.double(), scored)
+        if m == "riverflow":
+            self.flows[(strategy, method)].add(catchment, phys, physical.double(), scored)
+        return phys
+
+    def result(self, strategies, modalities, methods, units: dict[str, str]) -> dict[str, Any]:
+        """The JSON-ready table: per strategy and modality, each method's RMSE, MAE and
+        count in both units; riverflow NSE and KGE per catchment, median and IQR."""
+        out: dict[str, Any] = {}
+        for strategy in strategies:
+            entry: dict[str, Any] = {}
+            for m in modalities:
+                entry[m] = {
+                    method: {u: self.sums[(strategy, m, method, u)].result() for u in UNITS}
+                    for method in methods
+                    if self.sums[(strategy, m, method, "normalised")].count
+                }
+                entry[m]["units"] = units[m]
+            entry["riverflow_catchments"] = {
+                method: self.flows[(strategy, method)].summary()
+                for method in methods
+                if self.flows[(strategy, method)].obs
+            }
+            out[strategy] = entry
+        return out
+
+
+def truths(batch: dict, norm: Normalizer, modalities) -> dict[str, Tensor]:
+    """Every modality's values in normalised units, 0 where invalid."""
+    return {m: normalised(norm, m, batch[m], batch[f"{m}_valid"]) for m in modalities}
