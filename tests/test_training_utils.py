@@ -33,7 +33,7 @@ def test_checkpoints_are_atomic_and_refuse_another_dataset(tmp_path):
         d.mkdir()
         (d / "manifest.json").write_text(text)
     path = tmp_path / "ckpt.pt"
-    state = dict.fromkeys(checkpoint.CHECKPOINT_KEYS, {}) | {"step": 3}
+    state = {key: {} for key in checkpoint.CHECKPOINT_KEYS} | {"step": 3}
     checkpoint.save(path, {**state, "manifest_sha256": checkpoint.manifest_hash(data)})
     assert not list(tmp_path.glob(".*.tmp"))
     assert checkpoint.load(path, data)["step"] == 3

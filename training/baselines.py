@@ -118,10 +118,13 @@ class Climatology:
         v = np.asarray(values, dtype=np.float64).reshape(len(doy), -1)  # [T, S]
         ok = np.isfinite(v)
         v = np.where(ok, v, 0.0)
-        self.xtx += np.einsum("ts,tk,tl->skl", ok.astype(np.float64), x, x)
-        self.xty += np.einsum("ts,tk->sk", v, x)
+        k = x.shape[1]
+        outer = (x[:, :, None] * x[:, None, :]).reshape(len(x), k * k)  # [T, K*K]
+        okf = ok.astype(np.float64)
+        self.xtx += (okf.T @ outer).reshape(-1, k, k)  # one matrix product, not an einsum
+        self.xty += v.T @ x
         month = np.minimum((np.asarray(doy) - 1) * 12 // 366, 11)  # [T], 0..11
-        np.add.at(self.months.T, month, ok)
+        self.months += np.rint(okf.T @ np.eye(12)[month]).astype(np.int64)
         self._coefficients = None
         return self
 

@@ -1,8 +1,10 @@
 """CrossMAE's decoder: only masked positions are queried, and they attend to the encoder
 output alone (not to each other), optionally a random share of them per training step
-(``cross_fraction``). The cheaper decoder on a CPU. Samples of a batch may have different
-numbers of masked positions: the queries are padded to the largest, and padding is
-neither attended to nor predicted. Shapes as in ``training.decoder``.
+(``cross_fraction``). The encoder output gets the decoder's position and group embeddings
+of its tokens, so that a query and the tokens of its day and patch share one basis. The
+cheaper decoder on a CPU. Samples of a batch may have different numbers of masked
+positions: the queries are padded to the largest, and padding is neither attended to nor
+predicted. Shapes as in ``training.decoder``.
 """
 
 from __future__ import annotations
@@ -45,12 +47,16 @@ class CrossDecoder(Decoder):
     ) -> Decoded:
         picked, gathered, starts = {}, [], {}
         keys = [torch.ones_like(h[:, :1, 0], dtype=torch.bool)]  # the static token
+        places = [torch.zeros_like(h[:, :1])]  # the context's positions, in the queries' terms
         for name, _ in self.groups:
-            _, counts, mask, _, encoded, in_order = restore[name]
+            order, counts, mask, _, encoded, in_order = restore[name]
             if in_order:  # encoder_tokens "all": every position encoded
                 keys.append(torch.ones_like(mask))
+                at = torch.arange(encoded, device=h.device).expand(mask.shape[0], -1)
             else:
                 keys.append(torch.arange(encoded, device=h.device)[None] < counts[:, None])
+                at = order[:, :encoded]
+            places.append(self.position(batch, name, at) + self.group_embed[name])
             masked, real = self._queries(mask)  # [B, Q] each
             picked[name] = (masked, real)
             query = self.mask_token + self.position(batch, name, masked) + self.group_embed[name]
@@ -64,6 +70,9 @@ class CrossDecoder(Decoder):
         context = torch.cat(keys, dim=1)  # [B, 1 + S]
         context = None if bool(context.all()) else context
         x = torch.cat(gathered, dim=1)  # [B, sum Q, Dd]
+        # the encoder output carries where and when each token is in the encoder's terms;
+        # adding the decoder's own lets a query find its day's and its patch's tokens
+        h = h + torch.cat(places, dim=1)  # [B, 1 + S, Dd]
         for block in self.blocks:
             x = block(x, context=h, keys=context)
         x = self.norm(x)

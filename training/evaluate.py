@@ -38,17 +38,19 @@ from training.checkpoint import load_model
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
 from training.plots import draw_examples, plot_holdout
 from training.scoring import (
+    SameMasks,
     Scores,
     hidden_of,
     model_predictions,
+    regression_inputs,
     regression_predictions,
+    score,
     truths,
 )
 
 METHODS = ("model", "mix", "climatology", "interpolation", "neighbours", "regression", "pooled")
 HOLDOUT = "holdout"  # simulate, on the held-out catchments
 MASKS = {**{s: s for s in EVALUATION}, HOLDOUT: "simulate"}  # a strategy's masks
-SEEN_IMAGES = ("seed", "block", "riverflow")  # strategies that keep the seed's image masks
 
 
 @dataclass
@@ -61,6 +63,13 @@ class EvaluateConfig:
     workers: int = field(default=0, metadata={"min": 0})
     max_batches: int = field(
         default=0, metadata={"min": 0, "help": "stop after this many (0: all)"}
+    )
+    strategies: list[str] = field(
+        default_factory=list,
+        metadata={
+            "choices": (*EVALUATION, HOLDOUT),
+            "help": "strategies to score (none given: all; holdout where the dataset has it)",
+        },
     )
     progress: bool = True
     plots: bool = field(
@@ -87,9 +96,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     regressions = fit_regressions(Path(cfg.data), manifest)
     held = torch.from_numpy(holdout_indices(manifest))
     strategies = [*EVALUATION, *([HOLDOUT] if held.numel() else [])]
+    strategies = [s for s in strategies if not cfg.strategies or s in cfg.strategies]
     valid_idx = torch.tensor(manifest.valid_patch_indices)
     adjacency = patch_neighbours(valid_idx, manifest.grid.patch_cols)
-    scores = Scores(norm)
+    scores = Scores()
     shown: dict[tuple[str, str, str], torch.Tensor] = {}  # first batch, for the pictures
     series: dict[int, list] = {}  # held-out catchments' windows under simulate
     total = min(len(loader), cfg.max_batches or len(loader))
@@ -101,6 +111,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             bar.update()
             is_held = torch.isin(batch["catchment_index"], held)
             real = batch["weight"] > 0
+            same = SameMasks()  # results the batch's strategies share
             for strategy in strategies:
                 rows = real & (is_held if strategy == HOLDOUT else ~is_held)
                 if not rows.any():
@@ -109,7 +120,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 offsets = block_offsets(batch["sample_key"], train_cfg["seed"])
                 seen = apply(batch, [MASKS[strategy]] * b, offsets)
                 phys = score_batch(
-                    batch, seen, strategy, rows, model, clim, regressions, scores,
+                    batch, seen, strategy, rows, model, clim, regressions, scores, same,
                     valid_idx, adjacency,
                 )  # fmt: skip
                 if i == 0:
@@ -149,39 +160,81 @@ def score_batch(
     clim: dict[str, Climatology],
     regressions: dict,
     scores: Scores,
+    same: SameMasks,
     valid_idx: torch.Tensor,
     adjacency: torch.Tensor,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Score one strategy's batch; return every prediction in physical units."""
+    """Score one strategy's batch; return every prediction in physical units. The
+    baselines of a modality whose masks an earlier strategy of the batch left the same are
+    not computed again (``same``): their scores are the same."""
     norm = model.normalizer
     shapes = {m: batch[m].shape for m in MODALITIES}
-    truth = truths(batch, norm, MODALITIES)
+    truth = same.get(("truths",), lambda: truths(batch, norm, MODALITIES))
     preds = model_predictions(model(seen), model.groups, model.geometry.patch_pixels, shapes)
-    doy = batch["doy"].long().numpy()
+    catchment = batch["catchment_index"]
     phys: dict[tuple[str, str], torch.Tensor] = {}
     for m in MODALITIES:
-        image = m in IMAGE_MODALITIES
         masked, hidden = hidden_of(seen, m, valid_idx)
         valid = batch[f"{m}_valid"]
         scored = valid & hidden & rows.view(-1, *([1] * (valid.dim() - 1)))
         if not scored.any():
             continue
-        known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
-        methods = dict(preds[m])
-        methods["climatology"] = season(clim[m], doy, batch, shapes[m], image)
-        methods["interpolation"] = interpolate_time(truth[m], known)
-        if image:
-            methods["neighbours"] = neighbour_mean(truth[m], known, masked, adjacency)
-        if m == "riverflow":
-            which = ("pooled",) if strategy == HOLDOUT else ("regression", "pooled")
-            methods |= regression_predictions(
-                batch, seen, regressions, norm, valid_idx, adjacency, which
-            )
-        for method, pred in methods.items():
-            phys[(m, method)] = scores.add(
-                strategy, m, method, pred, truth[m], batch[m], scored, batch["catchment_index"]
-            )
+        for method, pred in preds[m].items():
+            result = score(m, pred, truth[m], batch[m], scored, catchment, norm)
+            scores.add(strategy, m, method, result)
+            phys[(m, method)] = result.prediction
+        inputs = (m, strategy == HOLDOUT, rows, seen[f"{m}_mask"], seen[f"{m}_valid"])
+        if m == "riverflow":  # the regressions read the visible rain and evaporation
+            inputs += tuple(seen[k] for k in ("precip_mask", "evap_mask", "evap_valid"))
+        baselines = same.get(
+            inputs,
+            lambda m=m, masked=masked, hidden=hidden, scored=scored: {
+                method: score(m, pred, truth[m], batch[m], scored, catchment, norm)
+                for method, pred in baseline_predictions(
+                    batch, seen, strategy, m, truth[m], masked, hidden, clim, regressions,
+                    norm, valid_idx, adjacency, same,
+                ).items()
+            },
+        )  # fmt: skip
+        for method, result in baselines.items():
+            scores.add(strategy, m, method, result)
+            phys[(m, method)] = result.prediction
     return phys
+
+
+def baseline_predictions(
+    batch: dict,
+    seen: dict,
+    strategy: str,
+    m: str,
+    truth: torch.Tensor,
+    masked: torch.Tensor,
+    hidden: torch.Tensor,
+    clim: dict[str, Climatology],
+    regressions: dict,
+    norm,
+    valid_idx: torch.Tensor,
+    adjacency: torch.Tensor,
+    same: SameMasks,
+) -> dict[str, torch.Tensor]:
+    """Every baseline's prediction of a modality, normalised, from what the strategy's
+    batch ``seen`` leaves visible."""
+    known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
+    image = m in IMAGE_MODALITIES
+    out = {
+        "climatology": season(clim[m], batch["doy"].long().numpy(), batch, truth.shape, image),
+        "interpolation": interpolate_time(truth, known),
+    }
+    if image:
+        out["neighbours"] = neighbour_mean(truth, known, masked, adjacency)
+    if m == "riverflow":
+        which = ("pooled",) if strategy == HOLDOUT else ("regression", "pooled")
+        visible = same.get(
+            tuple(seen[k] for k in ("precip_mask", "evap_mask", "evap_valid")),
+            lambda: regression_inputs(batch, seen, valid_idx, adjacency),
+        )
+        out |= regression_predictions(batch, visible, regressions, norm, which)
+    return out
 
 
 def season(clim: Climatology, doy: np.ndarray, batch: dict, shape, image: bool) -> torch.Tensor:

@@ -22,11 +22,18 @@ class ErrorSums:
     absolute: float = 0.0
 
     def add(self, pred: Tensor, truth: Tensor, scored: Tensor) -> None:
-        """``pred``, ``truth`` and ``scored`` (bool) of one shape; sums in float64."""
-        err = torch.where(scored, pred.double() - truth.double(), 0.0)  # no boolean gather
+        """``pred``, ``truth`` and ``scored`` (bool) of one shape; errors in the inputs'
+        precision, sums accumulated in float64."""
+        err = torch.where(scored, pred - truth, 0.0)  # no boolean gather
         self.count += int(scored.sum())
-        self.squared += float(err.square().sum())
-        self.absolute += float(err.abs().sum())
+        self.squared += float((err * err).sum(dtype=torch.float64))
+        self.absolute += float(err.abs().sum(dtype=torch.float64))
+
+    def merge(self, other: ErrorSums) -> None:
+        """Add the sums of another accumulator (the same scores under another strategy)."""
+        self.count += other.count
+        self.squared += other.squared
+        self.absolute += other.absolute
 
     def result(self) -> dict[str, float]:
         if self.count == 0:
@@ -67,6 +74,12 @@ class FlowRecords:
             keep = scored[b]
             self.sim.setdefault(c, []).extend(pred[b][keep].tolist())
             self.obs.setdefault(c, []).extend(truth[b][keep].tolist())
+
+    def merge(self, other: FlowRecords) -> None:
+        """Add another's values (the same predictions under another strategy)."""
+        for c, values in other.sim.items():
+            self.sim.setdefault(c, []).extend(values)
+            self.obs.setdefault(c, []).extend(other.obs[c])
 
     def summary(self, minimum: int = 10) -> dict[str, float]:
         """Median and interquartile range of NSE and KGE over catchments with enough values."""

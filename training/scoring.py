@@ -4,8 +4,10 @@ For one batch under one strategy, :func:`predictions` gives each modality's pred
 ``[B, T, N, P]`` for images and ``[B, T]`` for the series, in normalised units, of the
 model, its hints' mix (the network's correction silenced), climatology, interpolation in
 time, the neighbouring patches (images) and the rainfall-runoff regressions (riverflow,
-physical units converted). :class:`Scores` adds their errors on the scored positions, in
-normalised and physical units, and keeps riverflow per catchment for NSE and KGE.
+physical units converted). :func:`score` sums their errors on the scored positions, in
+normalised and physical units, and keeps riverflow per catchment for NSE and KGE;
+:class:`Scores` gathers them per strategy; :class:`SameMasks` keeps what a strategy that
+leaves a modality's masks as they were would only compute again.
 """
 
 from __future__ import annotations
@@ -53,15 +55,14 @@ def regression_inputs(batch: dict, seen: dict, valid_idx: Tensor, adjacency: Ten
 
 def regression_predictions(
     batch: dict,
-    seen: dict,
+    visible: tuple[Tensor, Tensor],
     regressions: dict[str, LagRegression],
     norm: Normalizer,
-    valid_idx: Tensor,
-    adjacency: Tensor,
     methods: tuple[str, ...],
 ) -> dict[str, Tensor]:
-    """Riverflow ``[B, T]`` of each regression in ``methods``, in normalised units."""
-    rain, pet = regression_inputs(batch, seen, valid_idx, adjacency)
+    """Riverflow ``[B, T]`` of each regression in ``methods``, in normalised units, from the
+    visible rain and evaporation ``[B, T]`` each (:func:`regression_inputs`)."""
+    rain, pet = visible
     static = torch.where(batch["static_valid"], batch["static"], float("nan"))
     out = {}
     for name in methods:
@@ -82,32 +83,48 @@ def model_predictions(out: dict, groups: list, pixels: int, shapes: dict) -> dic
 
 
 @dataclass
+class Scored:
+    """One method's scores on one batch: error sums in both units, riverflow per catchment,
+    and the prediction in physical units."""
+
+    normalised: ErrorSums
+    physical: ErrorSums
+    flows: FlowRecords | None
+    prediction: Tensor
+
+
+def score(
+    m: str,
+    pred: Tensor,
+    truth: Tensor,
+    physical: Tensor,
+    scored: Tensor,
+    catchment: Tensor,
+    norm: Normalizer,
+) -> Scored:
+    """Score a normalised prediction against ``truth`` (normalised) and ``physical`` (the
+    same values in physical units) where ``scored``."""
+    phys = norm.denormalize(m, pred)
+    out = Scored(ErrorSums(), ErrorSums(), FlowRecords() if m == "riverflow" else None, phys)
+    out.normalised.add(pred, truth, scored)
+    out.physical.add(phys, physical, scored)
+    if out.flows is not None:
+        out.flows.add(catchment, phys, physical, scored)
+    return out
+
+
+@dataclass
 class Scores:
     """Error sums per (strategy, modality, method, unit); riverflow per catchment."""
 
-    norm: Normalizer
     sums: dict[tuple, ErrorSums] = field(default_factory=lambda: defaultdict(ErrorSums))
     flows: dict[tuple, FlowRecords] = field(default_factory=lambda: defaultdict(FlowRecords))
 
-    def add(
-        self,
-        strategy: str,
-        m: str,
-        method: str,
-        pred: Tensor,
-        truth: Tensor,
-        physical: Tensor,
-        scored: Tensor,
-        catchment: Tensor,
-    ) -> Tensor:
-        """Score a normalised prediction against ``truth`` (normalised) and ``physical``
-        (the same values in physical units) where ``scored``; return it in physical units."""
-        phys = self.norm.denormalize(m, pred.double())
-        self.sums[(strategy, m, method, "normalised")].add(pred, truth, scored)
-        self.sums[(strategy, m, method, "physical")].add(phys, physical.double(), scored)
-        if m == "riverflow":
-            self.flows[(strategy, method)].add(catchment, phys, physical.double(), scored)
-        return phys
+    def add(self, strategy: str, m: str, method: str, scored: Scored) -> None:
+        self.sums[(strategy, m, method, "normalised")].merge(scored.normalised)
+        self.sums[(strategy, m, method, "physical")].merge(scored.physical)
+        if scored.flows is not None:
+            self.flows[(strategy, method)].merge(scored.flows)
 
     def result(self, strategies, modalities, methods, units: dict[str, str]) -> dict[str, Any]:
         """The JSON-ready table: per strategy and modality, each method's RMSE, MAE and
@@ -129,6 +146,28 @@ class Scores:
             }
             out[strategy] = entry
         return out
+
+
+class SameMasks:
+    """Results kept for the batch's strategies that leave a modality's masks as they were:
+    looked up by the tensors they depend on, compared by value."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[tuple, Any]] = []
+
+    def get(self, key: tuple, compute):
+        for other, value in self.kept:
+            if len(other) == len(key) and all(_same(a, b) for a, b in zip(other, key, strict=True)):
+                return value
+        value = compute()
+        self.kept.append((key, value))
+        return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    return a == b
 
 
 def truths(batch: dict, norm: Normalizer, modalities) -> dict[str, Tensor]:
