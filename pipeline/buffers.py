@@ -88,6 +88,30 @@ def flat_bytes(storage: torch.UntypedStorage, nbytes: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (nbytes,))
 
 
+class PinnedBuffers:
+    """Recycled batch buffers page-locked where they lie (``cudaHostRegister``), so that a
+    batch copies to the GPU without a pinned copy first (``non_blocking``) and its buffer
+    is still recycled; each is registered once, when the main process maps it."""
+
+    def __init__(self) -> None:
+        self.cudart = torch.cuda.cudart()
+        self.held: dict[int, int] = {}  # data pointer -> bytes
+
+    def hold(self, storage: torch.UntypedStorage) -> None:
+        ptr = storage.data_ptr()
+        if ptr not in self.held and self.cudart.cudaHostRegister(ptr, storage.nbytes(), 0) == 0:
+            self.held[ptr] = storage.nbytes()
+
+    def release(self, storage: torch.UntypedStorage) -> None:
+        if self.held.pop(storage.data_ptr(), None) is not None:
+            self.cudart.cudaHostUnregister(storage.data_ptr())
+
+    def close(self) -> None:
+        for ptr in list(self.held):
+            self.cudart.cudaHostUnregister(ptr)
+        self.held.clear()
+
+
 @dataclass
 class PackedBatch:
     """A collated batch whose tensors all lie in one buffer (one file descriptor to send).
@@ -108,8 +132,11 @@ class PackedBatch:
     seq: int
     generation: int = 0
 
-    def _storage(self, ledger: np.ndarray | None, mapped: dict | None) -> torch.UntypedStorage:
-        """The buffer: sent with the batch (then remembered in ``mapped``), or remembered."""
+    def _storage(
+        self, ledger: np.ndarray | None, mapped: dict | None, pinned: PinnedBuffers | None
+    ) -> torch.UntypedStorage:
+        """The buffer: sent with the batch (then remembered in ``mapped``, and pinned with
+        ``pinned``), or remembered."""
         key = (self.worker, self.slot)
         if self.storage is None:
             if mapped is None or mapped.get(key, (None,))[0] != self.generation:
@@ -119,11 +146,20 @@ class PackedBatch:
                 )
             return mapped[key][1]
         if mapped is not None and ledger is not None and self.slot >= 0:
+            if pinned is not None:
+                if key in mapped:
+                    pinned.release(mapped[key][1])
+                pinned.hold(self.storage)
             mapped[key] = (self.generation, self.storage)
             ledger[self.worker, self.slot, KNOWN] = self.generation
         return self.storage
 
-    def open(self, ledger: np.ndarray | None, mapped: dict | None = None) -> dict[str, Any]:
+    def open(
+        self,
+        ledger: np.ndarray | None,
+        mapped: dict | None = None,
+        pinned: PinnedBuffers | None = None,
+    ) -> dict[str, Any]:
         """The batch as a dict of tensors (zero-copy); records it in ``ledger`` if pooled.
 
         ``ledger [workers, slots, LEDGER_COLUMNS]`` int64: the batch's ``seq`` is written at
@@ -132,7 +168,7 @@ class PackedBatch:
         (the caller's, kept between batches): ``{(worker, slot): (generation, storage)}``,
         so that each buffer crosses (one file descriptor, one ``mmap``) only once.
         """
-        storage = self._storage(ledger, mapped)
+        storage = self._storage(ledger, mapped, pinned)
         whole, tensors = self.packing.lease(flat_bytes(storage, self.packing.nbytes))
         batch = {k: tensors[k] if k in tensors else self.rest[k] for k in self.order}
         batch.update({k: v for k, v in self.rest.items() if k not in batch})
@@ -140,10 +176,6 @@ class PackedBatch:
             ledger[self.worker, self.slot, GIVEN] = self.seq
             weakref.finalize(whole, ledger.__setitem__, (self.worker, self.slot, FREED), self.seq)
         return batch
-
-    def pin_memory(self) -> dict[str, Any]:
-        """For the DataLoader's ``pin_memory``: a copy in pinned memory (not recycled)."""
-        return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in self.open(None).items()}
 
 
 class BatchPool:

@@ -28,6 +28,12 @@ Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
     catchment_weight                     [B, N] float32
     catchment_index [B] long, doy [B, T] int16, weight [B] float32, start, sample_key: lists
 
+With ``compact=True`` each window's images travel once: ``precip``, ``soil``, ``temp`` and
+their ``_valid`` are ``[W, T, N, p*p]`` for the batch's W distinct windows (samples that
+share their image arrays, as the loader's samples of one window do), and
+``window_index [B] long`` says which is each sample's; :func:`expand_windows` gives the
+per-sample layout back (on any device). Everything else is per sample, as above.
+
 Each distinct image array of a call (``K`` samples cut from one window share it) is made
 finite-and-land once and copied into every sample's slot; with ``reuse_images=True`` the
 prepared array is also kept for later calls as long as its source array lives
@@ -100,6 +106,7 @@ class MultiScaleMaskedCollate:
         patch_indices: Sequence[int] | np.ndarray | None = None,
         reuse_images: bool = False,
         strategies: dict[str, float] | None = None,
+        compact: bool = False,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
@@ -150,6 +157,7 @@ class MultiScaleMaskedCollate:
         self._land_pixels = torch.from_numpy(land.reshape(self.num_valid, -1).copy())
         # prepared images kept between calls while their source lives
         self.reuse_images = bool(reuse_images)
+        self.compact = bool(compact)
         self.images = ImageCache(keep=self.reuse_images)
         self.draws = MaskDraws(
             self.grid, self.valid_patch_indices, self.mask_ratio, mask_mode, mode, self.seed,
@@ -299,10 +307,12 @@ class MultiScaleMaskedCollate:
             missing = [m for m in MODALITIES if m not in s]
             if missing:
                 raise ValueError(f"{where} lacks modality(ies) {missing}")
-        images = {
-            name: [self._part(s, name, w) for s, w in zip(samples, wheres, strict=True)]
-            for name in IMAGE_MODALITIES
-        }
+        holders = list(zip(samples, wheres, strict=True))
+        if self.compact:  # each window's images once, held by its first sample
+            number: dict[int, int] = {}  # the window's source array -> its place in the batch
+            index = [number.setdefault(id(s[IMAGE_MODALITIES[0]]), len(number)) for s in samples]
+            holders = [holders[index.index(w)] for w in range(len(number))]
+        images = {name: [self._part(s, name, w) for s, w in holders] for name in IMAGE_MODALITIES}
         small: dict[str, Any] = {}  # every other output, computed whole (a few KB)
         for name in VECTOR_MODALITIES:
             parts = [self._vector(s, name, w) for s, w in zip(samples, wheres, strict=True)]
@@ -311,7 +321,9 @@ class MultiScaleMaskedCollate:
         small["valid_patch_indices"] = self.valid_patch_indices
         small.update(self._extras(samples, wheres))
 
-        shape = (len(samples), self.seq_len, self.num_valid, self.grid.patch_size**2)
+        if self.compact:
+            small["window_index"] = torch.tensor(index, dtype=torch.long)
+        shape = (len(holders), self.seq_len, self.num_valid, self.grid.patch_size**2)
         spec: TensorSpec = {}
         for name in IMAGE_MODALITIES:
             spec[name], spec[f"{name}_valid"] = (shape, torch.float32), (shape, torch.bool)
@@ -369,3 +381,16 @@ class MultiScaleMaskedCollate:
             else:  # start, sample_key and anything else travel as lists
                 out[key] = values
         return out
+
+
+def expand_windows(batch: dict[str, Any]) -> dict[str, Any]:
+    """A compact batch (``window_index``, images ``[W, T, N, P]``) in the per-sample layout
+    (images ``[B, T, N, P]``), on the batch's device; any other batch unchanged."""
+    if "window_index" not in batch:
+        return batch
+    out = {k: v for k, v in batch.items() if k != "window_index"}
+    index = batch["window_index"]
+    for name in IMAGE_MODALITIES:
+        for key in (name, f"{name}_valid"):
+            out[key] = batch[key].index_select(0, index.to(batch[key].device))
+    return out

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
-from pipeline.buffers import LEDGER_COLUMNS, PackedBatch
+from pipeline.buffers import LEDGER_COLUMNS, PackedBatch, PinnedBuffers
 from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.faults import LoaderStats
 from pipeline.heap import keep_freed_memory
@@ -97,6 +97,7 @@ def make_collate(cfg: LoaderConfig, manifest: Manifest) -> MultiScaleMaskedColla
             seed=cfg.seed,
             patch_indices=manifest.valid_patch_indices,
             strategies=dict(cfg.strategies) or None,
+            compact=cfg.layout == "windows",
             # a window's K samples are spread over the shuffle buffer's batches
             reuse_images=True,
         )
@@ -134,13 +135,14 @@ class HydroLoader(DataLoader):
             batch_size=None,
             collate_fn=_passthrough,
             num_workers=cfg.num_workers,
-            pin_memory=cfg.pin_memory,
+            pin_memory=False,  # pinned in place instead (PinnedBuffers), still recycled
             **extra,
         )
         self.config = cfg
         self.collate = dataset.collate
         self._ledger = dataset.ledger_array()
         self._mapped: dict[tuple[int, int], tuple[int, torch.UntypedStorage]] = {}
+        self._pinned = PinnedBuffers() if cfg.pin_memory and torch.cuda.is_available() else None
         self.stats = LoaderStats()
         self.epoch = 0
         self._consumed = 0
@@ -182,7 +184,7 @@ class HydroLoader(DataLoader):
     def _open(self, item: PackedBatch | dict[str, Any]) -> dict[str, Any]:
         """A worker's batch as a dict of tensors (see ``pipeline.buffers.PackedBatch``)."""
         if isinstance(item, PackedBatch):
-            return item.open(self._ledger, self._mapped)
+            return item.open(self._ledger, self._mapped, self._pinned)
         return item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -247,6 +249,15 @@ def build_loader(
     else:
         shared = [0, 0, os.getpid()]
     dataset = WindowDataset(cfg, manifest, collate, rank, world, shared, _ledger(cfg, context))
+    if dataset.train and dataset.rank_batches_count() == 0:
+        windows = sum(dataset.counts) if cfg.reader == "shards" else len(dataset.starts)
+        raise ValueError(
+            f"{cfg.source}: the {cfg.split} split gives no training batch: {windows} windows "
+            f"for {world} rank(s) x {max(1, cfg.num_workers)} worker(s), "
+            f"{dataset.per_window} samples a window in units of {dataset.unit}, batch size "
+            f"{cfg.batch_size}; lower --batch-size or --workers, or cut more windows "
+            "(--reader zarr --stride)"
+        )
     return HydroLoader(dataset, cfg, context)
 
 

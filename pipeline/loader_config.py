@@ -13,6 +13,7 @@ from pipeline.schema import COLLATE_MODES, MASK_MODES, READERS
 from pipeline.strategies import TRAINING
 
 CONTEXTS = ("forkserver", "spawn", "fork")
+LAYOUTS = ("samples", "windows")
 SPARE_BUFFERS = 4  # recycled batch buffers per worker beyond prefetch_factor
 
 
@@ -47,7 +48,24 @@ class LoaderConfig:
         default=0, metadata={"help": "K random catchments per window in training (0: all)"}
     )
     shuffle_windows: int = field(
-        default=16, metadata={"help": "shuffle buffer, in windows (training)"}
+        default=16,
+        metadata={"help": "training: windows open at once, their units drawn at random"},
+    )
+    window_samples: int = field(
+        default=1,
+        metadata={
+            "min": 1,
+            "help": "training: samples of one window that travel together in a batch "
+            "(batch_size / window_samples windows a batch; must divide batch_size)",
+        },
+    )
+    layout: str = field(
+        default="samples",
+        metadata={
+            "choices": LAYOUTS,
+            "help": "samples: every sample's images; windows: each window's images once a "
+            "batch, with window_index (pipeline.collate.expand_windows)",
+        },
     )
     stride: int = field(
         default=0, metadata={"help": "zarr reader: days between window starts (0: manifest's)"}
@@ -97,9 +115,7 @@ class LoaderConfig:
         return Retry(self.retries, self.retry_backoff)
 
     def pool_buffers(self) -> int:
-        """Recycled batch buffers per worker (at most); 0 with ``pin_memory``.
-
-        With ``pin_memory`` the DataLoader copies every batch into pinned memory as it
-        arrives, so each batch gets a one-off buffer (still one per batch, one descriptor).
-        """
-        return 0 if self.pin_memory else self.prefetch_factor + SPARE_BUFFERS
+        """Recycled batch buffers per worker (at most). With ``pin_memory`` (and a GPU) the
+        main process page-locks each buffer where it lies once (``pipeline.buffers.
+        PinnedBuffers``), so pinned batches are recycled too."""
+        return self.prefetch_factor + SPARE_BUFFERS

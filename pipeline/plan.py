@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.masking import new_generator
 from pipeline.schema import window_key
-from pipeline.window import balanced_ranges, ceil_div
+from pipeline.window import balanced_ranges, ceil_div, chunks
 
 PAD = -1  # catchment_index (and plan entry) of a padding sample
 
@@ -38,12 +38,15 @@ def choose_catchments(
     catchments: Sequence[int], k: int, seed: int, epoch: int, key: str, train: bool
 ) -> list[int]:
     """Catchments a window expands to, of ``catchments`` (indices; in training those not
-    held out): all, or (training) K drawn by (seed, epoch, key)."""
+    held out): all in order (evaluation), or in training K (or all) in an order drawn by
+    (seed, epoch, key), so that a window's units, and the tail a unit size leaves over,
+    change with the epoch."""
     n = len(catchments)
-    if not train or k <= 0 or k >= n:
+    if not train:
         return list(catchments)
-    pick = new_generator(seed, "catchments", epoch, key).choice(n, size=k, replace=False)
-    return [int(catchments[int(c)]) for c in sorted(pick)]
+    rng = new_generator(seed, "catchments", epoch, key)
+    pick = rng.permutation(n) if k <= 0 or k >= n else rng.choice(n, size=k, replace=False)
+    return [int(catchments[int(c)]) for c in pick]
 
 
 def samples_per_window(n_catchments: int, k: int, train: bool) -> int:
@@ -151,12 +154,14 @@ def zarr_plan(
     k: int,
     batch_size: int,
     shuffle_windows: int,
+    unit: int = 1,
 ) -> np.ndarray:
     """Rank ``rank``'s batches of ``epoch``: ``[N, B, 2]`` int64 of (window, catchment).
 
     Training: the windows in a (seed, epoch) order, ``len // world`` contiguous ones per
-    rank; within each block of ``shuffle_windows`` windows their samples are shuffled
-    (keyed by (seed, epoch, rank, block)); the remainder of the last batch is dropped.
+    rank; within each block of ``shuffle_windows`` windows their samples, in units of
+    ``unit`` samples of one window (a shorter tail dropped), are shuffled (keyed by (seed,
+    epoch, rank, block)); the remainder of the last batch is dropped.
     Evaluation: windows in order, balanced contiguous ranges per rank, every catchment,
     padded with ``PAD`` entries to the largest rank's batch count. The plan does not depend
     on the number of workers: workers take batches round-robin.
@@ -169,15 +174,14 @@ def zarr_plan(
         ]
         refs: list[tuple[int, int]] = []
         for b0 in range(0, size, max(1, shuffle_windows)):
-            block = [
-                (int(w), c)
-                for w in order[b0 : b0 + max(1, shuffle_windows)]
-                for c in choose_catchments(
+            block = []  # units: lists of (window, catchment) of one window
+            for w in order[b0 : b0 + max(1, shuffle_windows)]:
+                chosen = choose_catchments(
                     catchments, k, seed, epoch, window_key(starts[int(w)]), True
                 )
-            ]
+                block += chunks([(int(w), c) for c in chosen], unit)
             perm = new_generator(seed, "block", epoch, rank, b0).permutation(len(block))
-            refs += [block[int(i)] for i in perm]
+            refs += [ref for i in perm for ref in block[int(i)]]
         count = len(refs) // batch_size
         plan = np.asarray(refs[: count * batch_size], dtype=np.int64)
     else:

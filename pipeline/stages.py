@@ -1,9 +1,11 @@
-"""The loader's small stages: expand a window to samples, pad, shuffle, cut batches.
+"""The loader's small stages: expand a window to samples, group, pad, shuffle, cut batches.
 
 Per worker: read + decode (``pipeline.stream`` or ``pipeline.store``) -> ``expand_window``
 (one sample per chosen catchment, as views: a window is read once and used K times) ->
-``shuffle_buffer`` (training) -> ``fixed_batches`` (exactly the planned count: extra samples
-dropped, missing ones padded with :class:`PadFactory`'s zero-weight samples) -> collate.
+``window_units`` (training: a window's samples in units that travel together, so that a
+batch carries few windows) -> ``window_pool`` (training: units drawn from a bounded pool of
+open windows) -> ``fixed_batches`` (exactly the planned count: extra units dropped, missing
+ones padded with :class:`PadFactory`'s zero-weight samples) -> collate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 from pipeline.catchment import CatchmentTable, expand
 from pipeline.plan import PAD
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
+from pipeline.window import chunks
+
+Unit = list[dict[str, Any]]  # samples of one window that travel together in a batch
 
 
 def expand_window(
@@ -65,46 +70,63 @@ class PadFactory:
 
 
 # ------------------------------------------------------------------ shuffle and batch
-def shuffle_buffer(
-    samples: Iterable[dict[str, Any]], capacity: int, generator: np.random.Generator
-) -> Iterator[dict[str, Any]]:
-    """Shuffle with a buffer of ``capacity`` samples (webdataset's scheme, seeded).
+def window_units(samples: list[dict[str, Any]], size: int) -> list[Unit]:
+    """A window's samples cut into units of ``size`` that travel together in a batch (so
+    that a batch carries few windows); a shorter tail is dropped (training only)."""
+    return chunks(samples, size)
 
-    Once the buffer is full, each arriving sample sends out a uniformly chosen one; at the
-    end the rest leave in a random order. Only the arrival count matters to the draws, so
-    a replay with the same arrivals gives the same order.
-    """
-    buf: list[dict[str, Any]] = []
-    for sample in samples:
-        buf.append(sample)
-        if len(buf) >= capacity:
-            i = int(generator.integers(len(buf)))
-            buf[i], buf[-1] = buf[-1], buf[i]
-            yield buf.pop()
-    order = generator.permutation(len(buf))
-    for i in order:
-        yield buf[int(i)]
+
+def window_pool(
+    windows: Iterable[list[Unit]], size: int, generator: np.random.Generator
+) -> Iterator[Unit]:
+    """The units of at most ``size`` open windows, each drawn from a uniformly chosen open
+    window; a window that runs out is replaced by the next to arrive. At most ``size``
+    windows are alive at once, however long the epoch (memory bounded by settings), and
+    only the arrival order matters to the draws, so a replay gives the same order."""
+    pool: list[list[Unit]] = []
+    arrivals = iter(windows)
+    more = True
+    while True:
+        while more and len(pool) < size:
+            units = next(arrivals, None)
+            if units is None:
+                more = False
+            elif units:
+                pool.append(units[::-1])  # drawn from the end
+        if not pool:
+            return
+        i = int(generator.integers(len(pool)))
+        yield pool[i].pop()
+        if not pool[i]:
+            pool[i] = pool[-1]
+            pool.pop()
 
 
 def fixed_batches(
-    samples: Iterable[dict[str, Any]],
-    batch_size: int,
+    units: Iterable[Unit],
+    per_batch: int,
     count: int,
     pad: PadFactory,
     pad_prefix: str,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Exactly ``count`` batches of ``batch_size``: extra samples dropped, missing ones padded."""
-    it = iter(samples)
+    """Exactly ``count`` batches of ``per_batch`` units (lists of samples, each as long as
+    the first): extra units dropped, missing ones padded with zero-weight samples."""
+    it = iter(units)
     arrays: dict[str, np.ndarray] | None = None
-    padded = 0
+    padded, size = 0, None
     for _ in range(count):
-        batch = []
-        for sample in it:
-            batch.append(sample)
-            if len(batch) == batch_size:
+        batch: list[dict[str, Any]] = []
+        taken = 0
+        for unit in it:
+            batch += unit
+            size = size or len(unit)
+            taken += 1
+            if taken == per_batch:
                 break
-        while len(batch) < batch_size:
+        while taken < per_batch:
             arrays = pad.arrays() if arrays is None else arrays
-            batch.append(pad.make(arrays, f"{pad_prefix}-{padded}"))
-            padded += 1
+            for _ in range(size or 1):
+                batch.append(pad.make(arrays, f"{pad_prefix}-{padded}"))
+                padded += 1
+            taken += 1
         yield batch

@@ -51,3 +51,8 @@ def balanced_counts(total: int, most: int) -> list[int]:
 def worker_share(total: int, worker: int, workers: int) -> int:
     """How many of ``total`` round-robin items (item j to worker j % workers) are ``worker``'s."""
     return max(0, ceil_div(total - worker, workers))
+
+
+def chunks(items: list, size: int) -> list[list]:
+    """``items`` in consecutive lists of ``size``; a shorter tail is dropped."""
+    return [items[i : i + size] for i in range(0, len(items) - size + 1, size)]

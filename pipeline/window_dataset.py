@@ -32,7 +32,13 @@ from pipeline.plan import (
     zarr_plan,
 )
 from pipeline.schema import SHARDS
-from pipeline.stages import PadFactory, expand_window, fixed_batches, shuffle_buffer
+from pipeline.stages import (
+    PadFactory,
+    expand_window,
+    fixed_batches,
+    window_pool,
+    window_units,
+)
 from pipeline.store import ZarrWindows
 from pipeline.stream import stream_shard
 from pipeline.window import worker_share
@@ -88,6 +94,14 @@ class WindowDataset(IterableDataset):
         self.per_window = samples_per_window(
             len(self.catchments), cfg.catchments_per_window, self.train
         )
+        # training: samples of one window travel together in units of this many
+        self.unit = cfg.window_samples
+        if self.train and (self.unit > self.per_window or cfg.batch_size % self.unit):
+            raise ValueError(
+                f"window_samples {self.unit} must divide batch_size {cfg.batch_size} and be at "
+                f"most the {self.per_window} samples a window gives (catchments_per_window "
+                f"{cfg.catchments_per_window} of {len(self.catchments)} catchments)"
+            )
         if cfg.reader == "zarr":
             self.starts = manifest.window_starts(cfg.split, cfg.stride)
             self.zarr = ZarrWindows.from_manifest(cfg.source, manifest, cfg.split)
@@ -108,6 +122,15 @@ class WindowDataset(IterableDataset):
             return len(self.zarr_plan(epoch))
         return sum(self.batches_per_worker(epoch, w, workers) for w in range(workers))
 
+    def dropped_samples(self, epoch: int = 0) -> int:
+        """Training samples of ``epoch`` no batch carries (over all ranks): windows left over
+        by the slots, unit tails, a last incomplete batch. 0 in evaluation."""
+        if not self.train:
+            return 0
+        windows = len(self.starts) if self.cfg.reader == "zarr" else sum(self.counts)
+        batched = self.rank_batches_count(epoch) * self.cfg.batch_size * self.world
+        return windows * self.per_window - batched
+
     def __len__(self) -> int:
         return self.rank_batches_count(int(self.shared[EPOCH]))
 
@@ -123,6 +146,7 @@ class WindowDataset(IterableDataset):
             k=self.cfg.catchments_per_window,
             batch_size=self.cfg.batch_size,
             shuffle_windows=self.cfg.shuffle_windows,
+            unit=self.unit,
         )
 
     def stream_plan(self, epoch: int, worker: int, workers: int):
@@ -135,8 +159,10 @@ class WindowDataset(IterableDataset):
             world=self.world,
             worker=worker,
             workers=workers,
-            per_window=self.per_window,
-            batch_size=self.cfg.batch_size,
+            # training counts units: a window gives per_window // unit, a batch holds
+            # batch_size // unit; evaluation counts samples
+            per_window=self.per_window // self.unit if self.train else self.per_window,
+            batch_size=self.cfg.batch_size // self.unit if self.train else self.cfg.batch_size,
         )
 
     # ------------------------------------------------------------ iteration
@@ -237,37 +263,41 @@ class WindowDataset(IterableDataset):
     ) -> Iterator[Any]:
         plan = self.stream_plan(epoch, worker, workers)
         events: list[LoaderEvent] = []
-        samples = (
-            sample
-            for window in self._stream_windows(plan, events.append)
-            for sample in expand_window(
-                window,
-                self.table,
-                choose_catchments(
-                    self.catchments,
-                    self.cfg.catchments_per_window,
-                    self.cfg.seed,
-                    epoch,
-                    window["__key__"],
-                    self.train,
+        size = self.unit if self.train else 1
+        units = (
+            window_units(
+                expand_window(
+                    window,
+                    self.table,
+                    choose_catchments(
+                        self.catchments,
+                        self.cfg.catchments_per_window,
+                        self.cfg.seed,
+                        epoch,
+                        window["__key__"],
+                        self.train,
+                    ),
                 ),
+                size,
             )
+            for window in self._stream_windows(plan, events.append)
         )
         if self.train:
-            samples = shuffle_buffer(
-                samples,
-                self.cfg.shuffle_windows * self.per_window,
+            stream = window_pool(
+                units,
+                self.cfg.shuffle_windows,
                 new_generator(self.cfg.seed, "shuffle", epoch, self.rank, worker),
             )
+        else:
+            stream = (unit for window in units for unit in window)
         prefix = f"pad-r{self.rank}-w{worker}"
-        for i, batch in enumerate(
-            fixed_batches(samples, self.cfg.batch_size, plan.batches, self.pad, prefix)
-        ):
+        per_batch = self.cfg.batch_size // size
+        for i, batch in enumerate(fixed_batches(stream, per_batch, plan.batches, self.pad, prefix)):
             if i == plan.batches - 1:
-                # read the rest of the plan (windows whose samples the batches drop: less
+                # read the rest of the plan (windows whose units the batches drop: less
                 # than a batch's worth; the end of its last shard), so that a fault there
                 # is reported with the last batch: nothing comes after it to carry it
-                for _ in samples:
+                for _ in stream:
                     pass
             if i >= skip:
                 yield self._emit(batch, events, pool)

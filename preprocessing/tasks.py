@@ -1,6 +1,7 @@
 """Run the preprocessing's tasks with dask: local threads, or a dask.distributed cluster.
 
-Tasks are plain ``fn(*args)`` calls; the results come back in task order, so that
+Tasks are plain ``fn(*args)`` calls, their arguments passed opaquely (not walked by dask);
+the results come back in task order, so that
 everything merged from them (normalisation moments, the shard list) is the same however
 the run went. A progress bar counts finished tasks.
 """
@@ -23,7 +24,17 @@ def run_tasks(
 
     if not tasks:
         return []
-    delayed = [dask.delayed(fn, pure=False)(*args) for fn, args in tasks]
+    # the arguments pass opaquely, each distinct object once: dask would otherwise walk every
+    # argument of every task (the per-day file index inside a job), which grows the graph's
+    # construction with the square of the days
+    shared: dict[int, Any] = {}
+
+    def opaque(arg: Any) -> Any:
+        if id(arg) not in shared:
+            shared[id(arg)] = dask.delayed(arg, traverse=False)
+        return shared[id(arg)]
+
+    delayed = [dask.delayed(fn, pure=False)(*map(opaque, args)) for fn, args in tasks]
     bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=not cfg.progress)
     try:
         if cfg.scheduler:

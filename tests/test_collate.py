@@ -13,6 +13,7 @@ from conftest import SMALL_H, SMALL_P, SMALL_VALID, SMALL_W, small_land_mask
 from scipy import stats
 
 from pipeline import MultiScaleMaskedCollate, PatchGrid, PatchTable, patchify
+from pipeline.collate import expand_windows
 from pipeline.finite import finite_values
 from pipeline.landmask import reference_mask_path
 from pipeline.masking import masked_count, top_mask
@@ -505,3 +506,20 @@ def test_each_strategy_hides_what_it_says(small_mask_path):
         else:  # withhold: images and evaporation seen, riverflow hidden on every day
             assert not image[:, valid].any() and not evap.any() and flow.all()
         assert not image[:, [p for p in range(12) if p not in SMALL_VALID]].any()  # ocean
+
+
+def test_a_compact_batch_carries_each_window_once_and_expands_to_the_same_batch(
+    small_mask_path,
+):
+    rng = np.random.default_rng(21)
+    plain = small_collate(small_mask_path, seed=2)
+    compact = small_collate(small_mask_path, seed=2, compact=True)
+    samples = window_samples(plain, rng, windows=3, k=4)  # 12 samples of 3 windows
+    order = [0, 5, 9, 1, 6, 10, 2, 7, 11, 3, 4, 8]
+    batch = [samples[i] for i in order]
+    small, full = compact(batch), plain(batch)
+    assert small["precip"].shape[0] == 3
+    assert small["window_index"].tolist() == [0, 1, 2] * 4
+    assert_same_batch(expand_windows(small), full)
+    grids = [k for m in IMAGE_MODALITIES for k in (m, f"{m}_valid")]
+    assert 4 * sum(small[k].nbytes for k in grids) == sum(full[k].nbytes for k in grids)

@@ -31,6 +31,7 @@ import torch
 
 from pipeline import config
 from pipeline.catchment import expand
+from pipeline.collate import expand_windows
 from pipeline.files import encode_json
 from pipeline.loader import LoaderConfig, _worker_start, build_loader, resolve_rank
 from pipeline.location import shard_label
@@ -39,6 +40,7 @@ from pipeline.npy import decode_npy
 from pipeline.plan import stream_plan
 from pipeline.schema import SHARDS
 from pipeline.shard import ShardError, read_shard
+from pipeline.stages import window_pool
 from preprocessing.job import run_job
 from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
@@ -412,7 +414,7 @@ def test_workers_keep_freed_memory_so_new_windows_do_not_fault(dataset):
     (_, plain), (applied, kept) = faults("plain"), faults("keep")
     assert applied == "True"
     assert plain > 50_000 and kept < plain / 100  # 10 rounds x 58 MB: 140,000 faults, or 0
-    assert loader(dataset, num_workers=1).worker_init_fn is _worker_start
+    assert loader(dataset, num_workers=1, batch_size=2).worker_init_fn is _worker_start
 
 
 # ----------------------------------------------------------------- faults
@@ -734,3 +736,66 @@ def test_held_out_catchments_never_appear_in_a_training_batch(raw, tmp_path):
             assert seen and index not in seen, (reader, k, seen)
     evaluation = list(loader(data, mode="eval", split="test", batch_size=2))
     assert index in {int(c) for b in evaluation for c in b["catchment_index"]}
+
+
+# ----------------------------------------------------------------- batches by window
+@pytest.mark.parametrize("reader", ["shards", "zarr"])
+def test_units_of_a_window_travel_together_compactly_and_resume_exactly(dataset, reader):
+    """window_samples=3 (every catchment of a window in one unit), 2 units a batch: each
+    batch carries at most 2 windows, compact (each window's grids once), and a resumed loader
+    gives exactly the remaining batches."""
+    opts = dict(reader=reader, batch_size=6, window_samples=3, layout="windows",
+                shuffle_windows=2, strategies={"seed": 0.5, "withhold": 0.5})  # fmt: skip
+    full = loader(dataset, **opts)
+    full.set_epoch(1)
+    expected = list(full)
+    assert len(expected) == len(full) >= 2
+    for batch in expected:
+        windows = {k.split("-")[0] for k in batch["sample_key"]}
+        assert batch["precip"].shape[0] == len(windows) <= 2
+        for w in range(batch["precip"].shape[0]):  # a window's samples come in threes
+            assert int((batch["window_index"] == w).sum()) % 3 == 0
+    plain = loader(dataset, **{**opts, "layout": "samples"})
+    plain.set_epoch(1)
+    for small, big in zip(expected, plain, strict=True):
+        assert small["sample_key"] == big["sample_key"]
+        whole = expand_windows(small)
+        for name in (*TENSORS, *MASKS, "precip_valid"):
+            assert torch.equal(whole[name], big[name]), name
+    resumed = loader(dataset, **opts)
+    resumed.load_state_dict({"epoch": 1, "batches": 1})
+    rest = list(resumed)
+    assert keys(rest) == keys(expected[1:])
+    for x, y in zip(rest, expected[1:], strict=True):
+        assert torch.equal(x["precip"], y["precip"]) and torch.equal(
+            x["precip_mask"], y["precip_mask"]
+        )
+
+
+def test_the_window_pool_holds_few_windows_and_gives_every_unit_once():
+    alive, most = set(), 0
+
+    def windows():
+        nonlocal most
+        for w in range(40):
+            alive.add(w)
+            most = max(most, len(alive))
+            yield [(w, u) for u in range(7)]
+
+    seen = []
+    for w, u in window_pool(windows(), 3, np.random.default_rng(0)):
+        seen.append((w, u))
+        if u == max(uu for ww, uu in seen if ww == w) and sum(ww == w for ww, _ in seen) == 7:
+            alive.discard(w)  # the window's last unit is out: it may be freed
+    assert sorted(seen) == [(w, u) for w in range(40) for u in range(7)]
+    assert most <= 4  # 3 open, and the one arriving as another closes
+    assert {w for w, _ in seen[:21]} != set(range(3))  # units of different windows interleave
+
+
+def test_a_configuration_that_gives_no_batch_is_refused_with_its_numbers(dataset):
+    with pytest.raises(ValueError, match=r"no training batch: 5 windows .* 3 samples a window"):
+        loader(dataset, batch_size=64)
+    with pytest.raises(ValueError, match="window_samples 4 must divide batch_size 6"):
+        loader(dataset, batch_size=6, window_samples=4)
+    ld = loader(dataset, batch_size=4, window_samples=2)
+    assert ld.dataset.dropped_samples() == 5 * 3 - len(ld) * 4  # a unit's tail, a last batch

@@ -22,6 +22,7 @@ from pipeline.loader import build_loader
 from pipeline.manifest import Manifest
 from pipeline.schema import SPLITS
 from training.checkpoint import CHECKPOINT, load_model
+from training.device import pick_device
 from training.model import HydroMAE
 
 
@@ -54,11 +55,14 @@ class EmbedConfig:
     split: str = field(default="val", metadata={"choices": SPLITS})
     batch_size: int = field(default=8, metadata={"min": 1})
     workers: int = field(default=0, metadata={"min": 0})
+    device: str = field(
+        default="auto", metadata={"help": "auto (the GPU if there is one), cpu, cuda:N"}
+    )
 
 
 def embed(cfg: EmbedConfig) -> xr.Dataset:
     manifest = Manifest.read(cfg.data)
-    encoder = load_encoder(Path(cfg.run) / CHECKPOINT, cfg.data)
+    encoder = load_encoder(Path(cfg.run) / CHECKPOINT, cfg.data).to(pick_device(cfg.device))
     state_cfg = encoder.model.geometry
     loader = build_loader(
         source=str(cfg.data), split=cfg.split, mode="val", batch_size=cfg.batch_size,
@@ -68,9 +72,9 @@ def embed(cfg: EmbedConfig) -> xr.Dataset:
     ids = list(manifest.catchments.ids)
     features = np.full((len(starts), len(ids), encoder.model.cfg.dim), np.nan, dtype=np.float32)
     where = {s: i for i, s in enumerate(starts)}
-    with torch.no_grad():
+    with torch.inference_mode():
         for batch in loader:
-            pooled = encoder(batch).numpy()  # [B, D]
+            pooled = encoder(batch).float().cpu().numpy()  # [B, D]
             for b in np.flatnonzero(batch["weight"].numpy() > 0):
                 features[where[batch["start"][b]], int(batch["catchment_index"][b])] = pooled[b]
     ds = xr.Dataset(

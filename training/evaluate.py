@@ -35,6 +35,7 @@ from pipeline.schema import IMAGE_MODALITIES, MODALITIES, SPLITS
 from pipeline.strategies import EVALUATION, apply
 from training.baselines import Climatology, interpolate_time, neighbour_mean, patch_neighbours
 from training.checkpoint import load_model
+from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
 from training.plots import draw_examples, plot_holdout
 from training.scoring import (
@@ -71,6 +72,9 @@ class EvaluateConfig:
             "help": "strategies to score (none given: all; holdout where the dataset has it)",
         },
     )
+    device: str = field(
+        default="auto", metadata={"help": "auto (the GPU if there is one), cpu, cuda:N"}
+    )
     progress: bool = True
     plots: bool = field(
         default=True, metadata={"help": "draw a masked day's maps and hydrographs beside --out"}
@@ -85,6 +89,7 @@ def block_offsets(keys: list[str], seed: int) -> list[float]:
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     manifest = Manifest.read(cfg.data)
     model, state = load_model(Path(cfg.run), Path(cfg.data))
+    model = model.to(pick_device(cfg.device))
     norm = model.normalizer
     train_cfg = state["config"]
     loader = build_loader(
@@ -170,7 +175,8 @@ def score_batch(
     norm = model.normalizer
     shapes = {m: batch[m].shape for m in MODALITIES}
     truth = same.get(("truths",), lambda: truths(batch, norm, MODALITIES))
-    preds = model_predictions(model(seen), model.groups, model.geometry.patch_pixels, shapes)
+    out = {g: {k: v.cpu() for k, v in d.items()} for g, d in model(seen).items()}
+    preds = model_predictions(out, model.groups, model.geometry.patch_pixels, shapes)
     catchment = batch["catchment_index"]
     phys: dict[tuple[str, str], torch.Tensor] = {}
     for m in MODALITIES:

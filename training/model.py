@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from pipeline.collate import expand_windows
 from pipeline.manifest import Manifest
 from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
@@ -245,6 +246,7 @@ class HydroMAE(nn.Module):
         part in attention. The series' tokens also carry the day's catchment weather."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        batch = expand_windows(batch)  # a compact batch's images: each sample's, on device
         everything = self.cfg.encoder_tokens == "all"
         days = batch["evap"].shape[1]
         parts = {name: self._group_tokens(batch, name, mods) for name, mods in self.groups}

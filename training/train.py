@@ -31,11 +31,13 @@ from tqdm import tqdm
 
 from pipeline.files import atomic_write
 from pipeline.loader import HydroLoader, build_loader
+from pipeline.loader_config import LAYOUTS
 from pipeline.manifest import Manifest
 from pipeline.schema import MASK_MODES, MODALITIES, READERS
 from pipeline.strategies import TRAINING
 from training import checkpoint
 from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
+from training.device import pick_device, to_device
 from training.loss import LossConfig
 from training.model import DECODERS, PRESETS, Geometry, HydroMAE, ModelConfig
 from training.optim import adamw, warmup_cosine
@@ -66,6 +68,26 @@ class TrainConfig:
         },
     )
     reader: str = field(default="shards", metadata={"choices": READERS})
+    layout: str = field(
+        default="windows",
+        metadata={
+            "choices": LAYOUTS,
+            "help": "windows: a batch carries each window's grids once (the model expands them "
+            "on its device); samples: every sample's own",
+        },
+    )
+    window_samples: int = field(
+        default=0,
+        metadata={
+            "min": 0,
+            "help": "samples of one window that travel together in a batch (0: as many as "
+            "leave at least 4 windows a batch)",
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto (the local GPU if there is one), cpu, cuda:N"}
+    )
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     shards: list[str] = field(
         default_factory=list,
         metadata={
@@ -158,9 +180,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     # a fixed thread count (this also stops MKL from changing it under load), so that
     # the same run gives the same sums
     torch.set_num_threads(torch.get_num_threads())
-    device = torch.device(
-        f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    )
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     main = rank == 0
     out = Path(cfg.out)
@@ -177,15 +197,16 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.compile:
+        model = torch.compile(model)
     optimizer = adamw(raw_model, cfg.lr, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.warmup, cfg.steps)
-    )
     loader = build_loader(
         source=str(cfg.data), split="train", mode="train", reader=cfg.reader, stride=cfg.stride,
         shards=list(cfg.shards), catchments_per_window=cfg.catchments_per_window,
         batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
         mask_mode=cfg.mask_mode, strategies=cfg.strategies, rank=rank, world_size=world,
+        layout=cfg.layout, window_samples=window_samples(cfg, manifest),
+        pin_memory=device.type == "cuda",
     )  # fmt: skip
     if len(loader) < cfg.accumulate:
         raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
@@ -201,7 +222,6 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         state = checkpoint.load(ckpt_path, cfg.data)
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["loader"])
         checkpoint.set_random_states(state["random"][rank])
         step = state["step"]
@@ -222,6 +242,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     epoch = loader.state_dict()["epoch"]
     samples, started = 0, time.perf_counter()
     epoch_samples = 0  # real (not padding) samples this epoch, all ranks
+    timing = [0.0, 0.0]  # seconds waiting for batches, seconds in steps, since the last log
     bar = tqdm(
         total=cfg.steps,
         initial=step,
@@ -233,10 +254,17 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         loader.set_epoch(epoch)
         batches = iter(loader)
         # an epoch gives len(loader) batches on every rank, so every rank stops together
-        while (
-            step < cfg.steps
-            and len(parts := list(itertools.islice(batches, cfg.accumulate))) == cfg.accumulate
-        ):
+        while step < cfg.steps:
+            began = time.perf_counter()
+            parts = list(itertools.islice(batches, cfg.accumulate))
+            if len(parts) < cfg.accumulate:
+                break
+            parts = [to_device(batch, device) for batch in parts]
+            waited = time.perf_counter() - began  # the loader's share of the step
+            # this step's learning rate: linear warm-up, then cosine decay
+            lr = cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             total, per_modality, real = 0.0, dict.fromkeys(MODALITIES, 0.0), 0
             for micro, batch in enumerate(parts):
                 last = micro == len(parts) - 1
@@ -270,29 +298,37 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 )
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
             step += 1
+            timing[0] += waited
+            timing[1] += time.perf_counter() - began
             bar.update()
             if main and (step % cfg.log_every == 0 or step == cfg.steps):
                 record = {
                     "step": step,
                     "epoch": epoch,
                     "loss": total,
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "grad_norm": grad_norm,
                     "skipped": skipped,
                     "samples_per_s": samples / (time.perf_counter() - started),
+                    # the share of the steps since the last record spent waiting for batches
+                    "data_wait": timing[0] / max(timing[1], 1e-9),
                     **{f"loss_{k}": v for k, v in per_modality.items()},
                 }
+                timing[:] = [0.0, 0.0]
                 log(record, out, logged, board)
-                bar.set_postfix(loss=f"{total:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
+                bar.set_postfix(
+                    loss=f"{total:.4f}",
+                    samples_s=f"{record['samples_per_s']:.1f}",
+                    data_wait=f"{record['data_wait']:.0%}",
+                )
             if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
-                scores = validate(raw_model, val_loader, cfg.val_batches, loss_cfg, ddp)
+                scores = validate(raw_model, val_loader, cfg.val_batches, loss_cfg, ddp, device)
                 if main:
                     log({"step": step, **scores}, out, logged, board)
             due = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if due and epoch_samples:  # never a checkpoint of a run that read nothing
-                _save(ckpt_path, raw_model, optimizer, scheduler, loader, step, cfg, manifest, ddp)
+                _save(ckpt_path, raw_model, optimizer, loader, step, cfg, manifest, ddp)
         if not epoch_samples:
             raise ValueError(
                 f"{cfg.data}: epoch {epoch} gave no training sample: every training shard was "
@@ -310,6 +346,18 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         _check_ranks_agree(raw_model, out, main)
         dist.destroy_process_group()
     return logged
+
+
+def window_samples(cfg: TrainConfig, manifest: Manifest) -> int:
+    """Samples of one window that travel together: as given, or (0) the most that divide
+    the batch size, fit in a window's samples and leave at least 4 windows a batch."""
+    if cfg.window_samples:
+        return cfg.window_samples
+    trained = len(manifest.catchments.ids) - len(manifest.catchments.holdout)
+    k = cfg.catchments_per_window
+    per_window = trained if k <= 0 or k >= trained else k
+    most = max(1, min(per_window, cfg.batch_size // 4))
+    return max(d for d in range(1, most + 1) if cfg.batch_size % d == 0)
 
 
 def check_run_dir(out: Path, resume: bool) -> None:
@@ -367,7 +415,12 @@ def log(record: dict[str, Any], out: Path, logged: list, board: Any | None) -> N
 
 
 def validate(
-    model: HydroMAE, loader: HydroLoader, batches: int, loss_cfg: LossConfig, ddp: bool
+    model: HydroMAE,
+    loader: HydroLoader,
+    batches: int,
+    loss_cfg: LossConfig,
+    ddp: bool,
+    device: torch.device,
 ) -> dict[str, float]:
     """Mean loss over the validation split under the collate's ``eval`` masks (the same
     masks at every validation), averaged over ranks; no gradients, model left in train mode."""
@@ -377,7 +430,7 @@ def validate(
         for i, batch in enumerate(loader):
             if batches and i >= batches:
                 break
-            loss, per = model.forward_loss(model(batch), loss_cfg)
+            loss, per = model.forward_loss(model(to_device(batch, device)), loss_cfg)
             sums += torch.tensor([1.0, loss.item(), *(per[m].item() for m in MODALITIES)])
     model.train()
     if ddp:
@@ -391,7 +444,7 @@ def validate(
     }
 
 
-def _save(path, model, optimizer, scheduler, loader, step, cfg, manifest, ddp) -> None:
+def _save(path, model, optimizer, loader, step, cfg, manifest, ddp) -> None:
     """Every rank's random states gathered; rank 0 writes the checkpoint atomically."""
     states: list[Any] = [checkpoint.random_states()]
     if ddp:
@@ -404,7 +457,6 @@ def _save(path, model, optimizer, scheduler, loader, step, cfg, manifest, ddp) -
                 "step": step,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
                 "loader": loader.state_dict(),
                 "random": states,
                 "config": asdict(cfg),
