@@ -64,9 +64,15 @@ def _passthrough(batch: Any) -> Any:
 
 
 def _worker_start(worker: int) -> None:
-    """The DataLoader's worker_init_fn: end with the process that started this worker
-    (``pipeline.lifetime``), and keep freed memory for the next windows (glibc)."""
-    exit_with(int(get_worker_info().dataset.shared[OWNER]))
+    """The DataLoader's worker_init_fn: take the environment of the process iterating the
+    loader (a worker forked from the fork server would otherwise have the server's, from
+    when it started: credentials or endpoints set since would be missing), end with that
+    process (``pipeline.lifetime``), and keep freed memory for the next windows (glibc)."""
+    dataset = get_worker_info().dataset
+    if dataset.environment is not None:
+        os.environ.clear()
+        os.environ.update(dataset.environment)
+    exit_with(int(dataset.shared[OWNER]))
     keep_freed_memory()
 
 
@@ -195,6 +201,7 @@ class HydroLoader(DataLoader):
             skip = skip if epoch == self.epoch else 0
         shared = self.dataset.shared
         shared[EPOCH], shared[SKIP], shared[OWNER] = self.epoch, skip, os.getpid()
+        self.dataset.environment = dict(os.environ)  # what workers started now will take
         self._consumed = skip
         for item in super().__iter__():
             batch = self._open(item)

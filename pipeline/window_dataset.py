@@ -78,6 +78,7 @@ class WindowDataset(IterableDataset):
         self.workers = max(1, cfg.num_workers)
         self.collate = collate
         self.shared = shared  # [EPOCH, SKIP, OWNER]
+        self.environment: dict[str, str] | None = None  # the iterating process's, for workers
         self.ledger = ledger  # [workers, buffers, 3] int64 (flat), see pipeline.stages.BatchPool
         self._pool: BatchPool | None = None  # this process's buffers, made on first use
         self.table = manifest.catchment_table()

@@ -1,4 +1,5 @@
-"""Baselines and scores: interpolation, neighbour means, climatology, RMSE/MAE, NSE/KGE."""
+"""Baselines and scores: interpolation, neighbour means, climatology, lag regressions, RMSE/MAE,
+NSE/KGE."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import torch
 from training.baselines import (
     Climatology,
     interpolate_time,
+    known_in_time,
     neighbour_mean,
     patch_neighbours,
 )
 from training.metrics import ErrorSums, FlowRecords, kge, nse
+from training.regression import LAGS, LagRegression
 
 
 def test_time_interpolation_inside_and_at_the_edges():
@@ -96,3 +99,77 @@ def test_climatology_of_a_record_with_a_seasonal_gap_is_its_mean():
     assert np.abs(summer[:, 0] - values[90:304, 0]).max() < 0.05  # the full record: harmonics
     short = Climatology(1).fit(np.arange(100.0)[:, None], np.arange(1, 101))  # < a year
     np.testing.assert_allclose(short.predict(np.array([200, 300])), 49.5, rtol=1e-9)
+
+
+def _lag_columns(x: np.ndarray, fill: float, lags: int) -> np.ndarray:
+    """``x [T]`` -> ``[T, lags + 1]`` written out day by day (the test's own design)."""
+    return np.array(
+        [[x[t - k] if t - k >= 0 else fill for k in range(lags + 1)] for t in range(len(x))]
+    )
+
+
+def test_lag_regressions_match_a_direct_least_squares_fit():
+    rng = np.random.default_rng(3)
+    w, t, c = 12, 60, 3
+    rain = rng.gamma(0.7, 4.0, size=(w, t, c))
+    pet = rng.uniform(0.5, 3.0, size=(w, t, c))
+    # flow: a known linear filter of the window's rain and pet (earlier days at the means)
+    truth = np.concatenate([[0.5], 0.3 * np.exp(-np.arange(LAGS + 1) / 4.0), [-0.1], [0] * LAGS])
+    means = rain.mean(axis=(0, 1)), pet.mean(axis=(0, 1))  # [C] each
+
+    def inputs(i: int, j: int) -> np.ndarray:  # [T, 1 + 2 (LAGS + 1)], written out by hand
+        lags = [
+            _lag_columns(x[i, :, j], m[j], LAGS) for x, m in ((rain, means[0]), (pet, means[1]))
+        ]
+        return np.hstack([np.ones((t, 1)), *lags])
+
+    flow = np.stack([[inputs(i, j) @ truth for j in range(c)] for i in range(w)]).transpose(0, 2, 1)
+    flow += 0.05 * rng.standard_normal((w, t, c))
+    static = rng.uniform(1.0, 50.0, size=(c, 2))
+    flow[1, 5, 0] = np.nan  # a missing day is left out of the fit
+    catchments = np.array([0, 2])  # catchment 1 is held out
+
+    fitted = LagRegression(pooled=False).fit(rain, pet, flow, static, catchments)
+    rows = {}
+    for j in catchments:
+        x = np.concatenate([inputs(i, j) for i in range(w)])
+        y = flow[:, :, j].reshape(-1)
+        ok = np.isfinite(y)
+        rows[j] = (x, y)
+        direct = np.linalg.lstsq(x[ok], y[ok], rcond=None)[0]
+        np.testing.assert_allclose(x[ok] @ fitted.coef[j], x[ok] @ direct, rtol=1e-3)  # RIDGE
+    assert not fitted.coef[1].any()  # the held-out catchment is never fitted
+
+    pooled = LagRegression(pooled=True).fit(rain, pet, flow, static, catchments)
+    logs = np.log1p(static)
+    x = np.concatenate(
+        [np.hstack([rows[j][0], np.repeat(logs[j][None], len(rows[j][0]), 0)]) for j in catchments]
+    )
+    y = np.concatenate([rows[j][1] for j in catchments])
+    ok = np.isfinite(y)
+    direct = np.linalg.lstsq(x[ok], y[ok], rcond=None)[0]
+    np.testing.assert_allclose(x[ok] @ pooled.coef, x[ok] @ direct, rtol=1e-3)
+
+    # predict: the fitted linear function of the window's rain and pet, floored at 0
+    got = fitted.predict(
+        torch.from_numpy(rain[:, :, 2]), torch.from_numpy(pet[:, :, 2]),
+        torch.full((w,), 2), None,
+    )  # fmt: skip
+    want = (rows[2][0] @ fitted.coef[2]).reshape(w, t).clip(0)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fitted.coef[2, 1 : LAGS + 2], truth[1 : LAGS + 2], atol=0.03)  # rain
+
+
+def test_interpolation_searched_per_patch_equals_per_pixel_where_land_is_land():
+    g = torch.Generator().manual_seed(0)
+    b, t, n, p = 3, 20, 5, 4
+    valid = (torch.rand(b, 1, n, p, generator=g) > 0.3).expand(b, t, n, p).clone()
+    values = torch.where(valid, torch.randn(b, t, n, p, generator=g), 0.0)
+    hidden = torch.rand(b, t, n, 1, generator=g) > 0.6
+    slow = interpolate_time(values, valid & ~hidden)
+    assert known_in_time(valid, hidden).shape == (b, t, n, 1)  # the fast path
+    assert torch.equal(interpolate_time(values, known_in_time(valid, hidden)), slow)
+    valid[0, 4, 1, 2] = False  # one pixel missing on one day: searched per pixel again
+    values[0, 4, 1, 2] = 0.0
+    known = known_in_time(valid, hidden)
+    assert known.shape == (b, t, n, p) and torch.equal(known, valid & ~hidden)

@@ -635,6 +635,20 @@ def test_shards_stream_over_http_like_the_local_path(dataset):
             assert torch.equal(x[name], y[name]) and torch.equal(y[name], z[name])
 
 
+def test_workers_take_the_environment_of_the_process_iterating_the_loader(dataset, monkeypatch):
+    """Workers fork from the fork server, whose environment is the one it started with; a
+    variable set since (credentials, an endpoint) must still reach them. Here it names
+    where a ``pipe:`` command finds the shards: without it every shard is unreachable."""
+    shards = ['pipe:cat "$HYDROMAE_TEST_SHARDS"/train-{000000..000002}.tar']
+    local = list(loader(dataset, batch_size=4, num_workers=2))  # the fork server is up now
+    monkeypatch.setenv("HYDROMAE_TEST_SHARDS", str(dataset / SHARDS))
+    ld = loader(dataset, batch_size=4, num_workers=2, shards=shards)
+    piped = list(ld)
+    assert not ld.stats.unreachable_shards and keys(piped) == keys(local)
+    for x, y in zip(piped, local, strict=True):
+        assert all(torch.equal(x[name], y[name]) for name in TENSORS)
+
+
 # ----------------------------------------------------------------- configuration
 def test_config_from_toml_and_rank_from_torchrun_env(tmp_path, monkeypatch):
     path = tmp_path / "loader.toml"

@@ -53,6 +53,17 @@ def interpolate_time(values: Tensor, known: Tensor) -> Tensor:
     return torch.where(known, values, filled)
 
 
+def known_in_time(valid: Tensor, hidden: Tensor) -> Tensor:
+    """What :func:`interpolate_time` may use: ``valid [B, T, N, P]`` and not ``hidden``
+    (``[B, T, N, 1]``: masked patch-days). Where no pixel's validity changes within its
+    window (the usual case: land is land), that is ``~hidden`` itself, searched once per
+    patch rather than once per pixel: the fill is then the same on every valid pixel, and
+    an invalid pixel's is its value, 0, as before. So the values must be 0 where invalid."""
+    if bool((valid == valid[:, :1]).all()):
+        return ~hidden
+    return valid & ~hidden
+
+
 def patch_neighbours(valid_patch_indices: Tensor, cols: int) -> Tensor:
     """``[N, N]`` float: 1 where two valid patches touch (8-neighbourhood), 0 elsewhere."""
     rows_, cols_ = valid_patch_indices // cols, valid_patch_indices % cols

@@ -20,6 +20,7 @@ per catchment, median and IQR. Padding samples (``weight`` 0) are never scored.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,13 @@ from pipeline.manifest import Manifest
 from pipeline.masking import new_generator
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES, SPLITS
 from pipeline.strategies import EVALUATION, apply
-from training.baselines import Climatology, interpolate_time, neighbour_mean, patch_neighbours
+from training.baselines import (
+    Climatology,
+    interpolate_time,
+    known_in_time,
+    neighbour_mean,
+    patch_neighbours,
+)
 from training.checkpoint import load_model
 from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
@@ -97,6 +104,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         num_workers=cfg.workers, seed=train_cfg["seed"], mask_mode=train_cfg["mask_mode"],
         rank=0, world_size=1,
     )  # fmt: skip
+    started = time.perf_counter()
     clim = fit_climatology(Path(cfg.data), manifest, norm)
     regressions = fit_regressions(Path(cfg.data), manifest)
     held = torch.from_numpy(holdout_indices(manifest))
@@ -107,6 +115,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     scores = Scores()
     shown: dict[tuple[str, str, str], torch.Tensor] = {}  # first batch, for the pictures
     series: dict[int, list] = {}  # held-out catchments' windows under simulate
+    fitted = time.perf_counter()
+    samples = passes = 0  # real samples, and (sample, strategy) forward passes
     total = min(len(loader), cfg.max_batches or len(loader))
     bar = tqdm(total=total, desc=f"evaluate {cfg.split}", unit="batch", disable=not cfg.progress)
     with torch.inference_mode():
@@ -116,6 +126,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             bar.update()
             is_held = torch.isin(batch["catchment_index"], held)
             real = batch["weight"] > 0
+            samples += int(real.sum())
             same = SameMasks()  # results the batch's strategies share
             for strategy in strategies:
                 rows = real & (is_held if strategy == HOLDOUT else ~is_held)
@@ -124,6 +135,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 b = len(batch["sample_key"])
                 offsets = block_offsets(batch["sample_key"], train_cfg["seed"])
                 seen = apply(batch, [MASKS[strategy]] * b, offsets)
+                passes += int(rows.sum())
                 phys = score_batch(
                     batch, seen, strategy, rows, model, clim, regressions, scores, same,
                     valid_idx, adjacency,
@@ -141,12 +153,21 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 folder = Path(cfg.out).parent
                 draw_examples(batch, seed, shown, manifest, Path(cfg.data), cfg.split, folder)
     bar.close()
+    seconds = time.perf_counter() - fitted
     units = {m: manifest.variables[m].units for m in MODALITIES}
     result: dict[str, Any] = {
         "split": cfg.split,
         "run": str(cfg.run),
         "holdout": list(manifest.catchments.holdout),
         "strategies": scores.result(strategies, MODALITIES, METHODS, units),
+        "timing": {
+            "fit_baselines_s": fitted - started,
+            "seconds": seconds,  # the loop: loading, forward passes, scoring
+            "samples": samples,
+            "samples_per_s": samples / max(seconds, 1e-9),
+            "strategy_passes_per_s": passes / max(seconds, 1e-9),
+            "device": str(next(model.parameters()).device),
+        },
     }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -175,8 +196,14 @@ def score_batch(
     norm = model.normalizer
     shapes = {m: batch[m].shape for m in MODALITIES}
     truth = same.get(("truths",), lambda: truths(batch, norm, MODALITIES))
-    out = {g: {k: v.cpu() for k, v in d.items()} for g, d in model(seen).items()}
-    preds = model_predictions(out, model.groups, model.geometry.patch_pixels, shapes)
+    masks = tuple(seen[k] for k in sorted(seen) if k.endswith(("_mask", "_valid")))
+    preds = same.get(  # holdout has simulate's masks: one forward pass serves both
+        ("model", *masks),
+        lambda: model_predictions(
+            {g: {k: v.cpu() for k, v in d.items()} for g, d in model(seen).items()},
+            model.groups, model.geometry.patch_pixels, shapes,
+        ),
+    )  # fmt: skip
     catchment = batch["catchment_index"]
     phys: dict[tuple[str, str], torch.Tensor] = {}
     for m in MODALITIES:
@@ -227,12 +254,13 @@ def baseline_predictions(
     batch ``seen`` leaves visible."""
     known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
     image = m in IMAGE_MODALITIES
+    in_time = known_in_time(seen[f"{m}_valid"], hidden) if image else known
     out = {
         "climatology": season(clim[m], batch["doy"].long().numpy(), batch, truth.shape, image),
-        "interpolation": interpolate_time(truth, known),
+        "interpolation": interpolate_time(truth, in_time),
     }
     if image:
-        out["neighbours"] = neighbour_mean(truth, known, masked, adjacency)
+        out["neighbours"] = neighbour_mean(truth, known, masked, adjacency, out["interpolation"])
     if m == "riverflow":
         which = ("pooled",) if strategy == HOLDOUT else ("regression", "pooled")
         visible = same.get(

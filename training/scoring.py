@@ -21,7 +21,7 @@ from torch import Tensor
 
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES
-from training.baselines import interpolate_time, neighbour_mean
+from training.baselines import interpolate_time, known_in_time, neighbour_mean
 from training.loss import modality_slices
 from training.metrics import ErrorSums, FlowRecords
 from training.model import normalised
@@ -46,7 +46,8 @@ def regression_inputs(batch: dict, seen: dict, valid_idx: Tensor, adjacency: Ten
     visible days."""
     masked, hidden = hidden_of(seen, "precip", valid_idx)
     valid = batch["precip_valid"]
-    field = neighbour_mean(batch["precip"], valid & ~hidden, masked, adjacency)
+    filled = interpolate_time(batch["precip"], known_in_time(valid, hidden))
+    field = neighbour_mean(batch["precip"], valid & ~hidden, masked, adjacency, filled)
     rain = catchment_mean(field, valid, batch["catchment_weight"].float())
     evap_known = seen["evap_valid"] & ~seen["evap_mask"]
     pet = interpolate_time(batch["evap"], evap_known)
