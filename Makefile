@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(PY) bench/preprocess_memory.py
 	$(PY) bench/loader.py
 	$(PY) bench/train.py
+	$(PY) bench/scale.py
+	$(PY) bench/evaluate.py
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 TRAIN = [
-    "--preset", "small", "--decoder", "cross", "--cross-fraction", "0.5", "--batch-size", "8",
-    "--workers", "0", "--warmup", "4", "--log-every", "2", "--val-every", "0",
-    "--checkpoint-every", "1000", "--no-progress",
+    "--preset", "small", "--decoder", "cross", "--cross-fraction", "0.5", "--workers", "0",
+    "--warmup", "4", "--log-every", "2", "--val-every", "0", "--checkpoint-every", "1000",
+    "--no-progress",
 ]  # fmt: skip
 
 
@@ -50,6 +51,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument(
+        "--batch-size", type=int, default=5,
+        help="both commands' (5: the synthetic validation split's 10 samples, no padding)",
+    )  # fmt: skip
     args = parser.parse_args()
     data = args.data or make_dataset(args.work)
     run = args.work / "run"
@@ -58,8 +63,10 @@ def main() -> None:
         steps = str(args.steps * (r + 1))
         resume = ["--resume"] if r else []
         if not r and run.exists():
-            raise SystemExit(f"{run} exists: remove it or give another --work")
-        hydromae("train", "--data", str(data), "--out", str(run), "--steps", steps, *TRAIN, *resume)
+            shutil.rmtree(run)  # the previous benchmark's run, in the benchmark's own folder
+        size = ["--batch-size", str(args.batch_size)]
+        hydromae("train", "--data", str(data), "--out", str(run), "--steps", steps, *size, *TRAIN,
+                 *resume)  # fmt: skip
         logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         rates = [x["samples_per_s"] for x in logged if x.get("samples_per_s")]
         intervals = args.steps // 2  # --log-every 2
@@ -67,7 +74,7 @@ def main() -> None:
         out = args.work / f"eval{r}.json"
         hydromae(
             "evaluate", "--run", str(run), "--data", str(data), "--out", str(out),
-            "--max-batches", str(args.batches), "--batch-size", "8", "--no-plots", "--no-progress",
+            "--max-batches", str(args.batches), *size, "--no-plots", "--no-progress",
         )  # fmt: skip
         timing = json.loads(out.read_text())["timing"]
         eval_sps.append(timing["samples_per_s"])

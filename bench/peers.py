@@ -184,6 +184,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="score OUT/cudalstm.json again if it was trained with the same settings",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.python.exists():
         raise SystemExit(
@@ -191,12 +195,18 @@ def main() -> None:
         )
     manifest = Manifest.read(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
-    config = write_config(args, manifest, nh_data(args.raw, args.out), args.out)
     result = args.out / "cudalstm.json"
-    subprocess.run(
-        [str(args.python), str(ROOT / "bench" / "nh_driver.py"), str(config), str(result)],
-        check=True,
-    )
+    trained_with = args.out / "cudalstm_trained.yml"  # the settings cudalstm.json came from
+    config = write_config(args, manifest, nh_data(args.raw, args.out), args.out)
+    if not (
+        args.reuse and result.exists() and trained_with.exists()
+        and trained_with.read_text() == config.read_text()
+    ):  # fmt: skip
+        subprocess.run(
+            [str(args.python), str(ROOT / "bench" / "nh_driver.py"), str(config), str(result)],
+            check=True,
+        )
+        shutil.copy(config, trained_with)
     runs = json.loads(result.read_text())
     days = window_days(manifest)
     held = set(manifest.catchments.holdout)

@@ -7,7 +7,8 @@ from 2000-01-01, 90-day windows every 15 days), the training loader (shards, 2 w
 
 - ``samples``: every sample carries its window's grids (the seed's per-sample contract);
 - ``windows``: each batch carries the grids of its ``batch_size / window_samples`` windows
-  once, with ``window_index [B]`` (``--window-samples``, default 8: 4 windows a batch).
+  once, with ``window_index [B]`` (``--window-samples``, default 8: 4 windows a batch),
+  their grids in float32 and then in float16 (``image_dtype``).
 
 For each it prints the bytes of one batch's tensors per sample, what an epoch would hand
 the trainer against the bytes of its shards, samples/s after the first batch (over
@@ -33,6 +34,7 @@ from pipeline.loader import build_loader
 from pipeline.manifest import Manifest
 
 START = "2000-01-01"
+KINDS = (("samples", "float32"), ("windows", "float32"), ("windows", "float16"))
 
 
 def make_dataset(work: Path, years: int, catchments: int) -> Path:
@@ -133,12 +135,12 @@ def shard_bytes(manifest: Manifest) -> int:
     return sum(entry.bytes for entry in manifest.split_shards("train"))
 
 
-def measure(data: Path, args, layout: str, k: int) -> dict:
+def measure(data: Path, args, layout: str, k: int, dtype: str = "float32") -> dict:
     manifest = Manifest.load(str(data))
     options = dict(
         source=str(data), split="train", mode="train", batch_size=args.batch_size,
         num_workers=args.workers, catchments_per_window=k, layout=layout,
-        window_samples=args.window_samples if layout == "windows" else 1,
+        window_samples=args.window_samples if layout == "windows" else 1, image_dtype=dtype,
     )  # fmt: skip
     with PeakPss() as pss:
         loader = build_loader(rank=0, world_size=1, **options)
@@ -166,6 +168,7 @@ def measure(data: Path, args, layout: str, k: int) -> dict:
     shards = shard_bytes(manifest)
     return {
         "layout": layout,
+        "images": dtype,
         "k": k,
         "batches_per_epoch": batches,
         "bytes_per_sample_MB": per_sample / 1e6,
@@ -198,9 +201,9 @@ def main() -> None:
     args = parser.parse_args()
     for years in args.years:
         data = make_dataset(args.work, years, args.catchments)
-        for layout in ("samples", "windows"):
+        for layout, dtype in KINDS:
             for k in (0, 8):
-                row = measure(data, args, layout, k)
+                row = measure(data, args, layout, k, dtype)
                 row = {key: round(v, 3) if isinstance(v, float) else v for key, v in row.items()}
                 print(json.dumps({"years": years, **row}), flush=True)
 

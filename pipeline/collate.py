@@ -32,7 +32,9 @@ With ``compact=True`` each window's images travel once: ``precip``, ``soil``, ``
 their ``_valid`` are ``[W, T, N, p*p]`` for the batch's W distinct windows (samples that
 share their image arrays, as the loader's samples of one window do), and
 ``window_index [B] long`` says which is each sample's; :func:`expand_windows` gives the
-per-sample layout back (on any device). Everything else is per sample, as above.
+per-sample layout back (on any device). Everything else is per sample, as above. With
+``image_dtype="float16"`` (compact only) the images travel in half the bytes, rounded to 11
+significant bits, and :func:`expand_windows` makes them float32 again.
 
 Each distinct image array of a call (``K`` samples cut from one window share it) is made
 finite-and-land once and copied into every sample's slot; with ``reuse_images=True`` the
@@ -64,6 +66,8 @@ from pipeline.schema import (
 )
 from pipeline.strategies import check_mix
 
+# the dtypes images may travel in; expand_windows gives float32 back
+IMAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 TensorSpec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # name -> (shape, dtype)
 Allocate = Callable[[TensorSpec], dict[str, torch.Tensor]]
 
@@ -107,6 +111,7 @@ class MultiScaleMaskedCollate:
         reuse_images: bool = False,
         strategies: dict[str, float] | None = None,
         compact: bool = False,
+        image_dtype: str = "float32",
     ) -> None:
         if not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
@@ -158,6 +163,12 @@ class MultiScaleMaskedCollate:
         # prepared images kept between calls while their source lives
         self.reuse_images = bool(reuse_images)
         self.compact = bool(compact)
+        if image_dtype not in IMAGE_DTYPES:
+            choices = tuple(IMAGE_DTYPES)
+            raise ValueError(f"image_dtype must be one of {choices}, got {image_dtype!r}")
+        if image_dtype != "float32" and not self.compact:
+            raise ValueError(f"image_dtype {image_dtype!r} needs compact=True (expand_windows)")
+        self.image_dtype = IMAGE_DTYPES[image_dtype]
         self.images = ImageCache(keep=self.reuse_images)
         self.draws = MaskDraws(
             self.grid, self.valid_patch_indices, self.mask_ratio, mask_mode, mode, self.seed,
@@ -272,7 +283,8 @@ class MultiScaleMaskedCollate:
     def _fill_images(
         self, parts: list[tuple[torch.Tensor | None, Any]], out: torch.Tensor, valid: torch.Tensor
     ) -> None:
-        """Write B images ``[T, N, p*p]`` into ``out [B, T, N, p*p]`` float32 and ``valid`` bool.
+        """Write B images ``[T, N, p*p]`` into ``out [B, T, N, p*p]`` (float32, or float16
+        when the images travel so) and ``valid`` bool.
 
         ``parts``: each sample's image (see :meth:`_part`) and the sample's own array.
         """
@@ -283,12 +295,16 @@ class MultiScaleMaskedCollate:
             uses[id(source)] = uses.get(id(source), 0) + 1
         seen: dict[int, Prepared] = {}
         for i, (part, source) in enumerate(parts):
-            if part is not None and uses[id(source)] == 1 and not self.reuse_images:
+            alone = uses[id(source)] == 1 and not self.reuse_images
+            if part is not None and alone and out.dtype == torch.float32:
                 x = part.detach().to("cpu", torch.float32).numpy()  # in place, nothing to keep
                 finite_into(x, data_np[i], valid_np[i], land)
                 continue
             data, ok = self.images.prepared(part, source, seen, land)
-            np.copyto(data_np[i], data)
+            if out.dtype == torch.float32:
+                np.copyto(data_np[i], data)
+            else:  # torch rounds to float16 with vector instructions, numpy element by element
+                out[i].copy_(torch.from_numpy(data))
             np.copyto(valid_np[i], ok)
 
     def __call__(
@@ -326,7 +342,7 @@ class MultiScaleMaskedCollate:
         shape = (len(holders), self.seq_len, self.num_valid, self.grid.patch_size**2)
         spec: TensorSpec = {}
         for name in IMAGE_MODALITIES:
-            spec[name], spec[f"{name}_valid"] = (shape, torch.float32), (shape, torch.bool)
+            spec[name], spec[f"{name}_valid"] = (shape, self.image_dtype), (shape, torch.bool)
         if allocate is None:
             out = {name: torch.empty(s, dtype=d) for name, (s, d) in spec.items()}
         else:
@@ -385,12 +401,14 @@ class MultiScaleMaskedCollate:
 
 def expand_windows(batch: dict[str, Any]) -> dict[str, Any]:
     """A compact batch (``window_index``, images ``[W, T, N, P]``) in the per-sample layout
-    (images ``[B, T, N, P]``), on the batch's device; any other batch unchanged."""
+    (images ``[B, T, N, P]`` float32, whatever dtype they travelled in), on the batch's
+    device; any other batch unchanged."""
     if "window_index" not in batch:
         return batch
     out = {k: v for k, v in batch.items() if k != "window_index"}
     index = batch["window_index"]
     for name in IMAGE_MODALITIES:
         for key in (name, f"{name}_valid"):
-            out[key] = batch[key].index_select(0, index.to(batch[key].device))
+            value = batch[key].index_select(0, index.to(batch[key].device))
+            out[key] = value.float() if value.is_floating_point() else value
     return out

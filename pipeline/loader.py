@@ -104,6 +104,7 @@ def make_collate(cfg: LoaderConfig, manifest: Manifest) -> MultiScaleMaskedColla
             patch_indices=manifest.valid_patch_indices,
             strategies=dict(cfg.strategies) or None,
             compact=cfg.layout == "windows",
+            image_dtype=cfg.image_dtype,
             # a window's K samples are spread over the shuffle buffer's batches
             reuse_images=True,
         )

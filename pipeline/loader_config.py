@@ -14,6 +14,7 @@ from pipeline.strategies import TRAINING
 
 CONTEXTS = ("forkserver", "spawn", "fork")
 LAYOUTS = ("samples", "windows")
+IMAGE_DTYPES = ("float32", "float16")
 SPARE_BUFFERS = 4  # recycled batch buffers per worker beyond prefetch_factor
 
 
@@ -67,6 +68,14 @@ class LoaderConfig:
             "batch, with window_index (pipeline.collate.expand_windows)",
         },
     )
+    image_dtype: str = field(
+        default="float32",
+        metadata={
+            "choices": IMAGE_DTYPES,
+            "help": "windows layout: the dtype the grids travel in; float16 halves their bytes "
+            "(values rounded to 11 significant bits; float32 again on the model's device)",
+        },
+    )
     stride: int = field(
         default=0, metadata={"help": "zarr reader: days between window starts (0: manifest's)"}
     )
@@ -107,6 +116,13 @@ class LoaderConfig:
         for name in ("num_workers", "catchments_per_window", "stride", "retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {self.image_dtype!r}")
+        if self.image_dtype != "float32" and self.layout != "windows":
+            raise ValueError(
+                f"image_dtype {self.image_dtype!r} needs layout 'windows' (the model restores "
+                f"float32 where it expands the windows), got layout {self.layout!r}"
+            )
         if self.shards and self.reader != "shards":
             raise ValueError("shards are given, but reader is not 'shards'")
 

@@ -523,3 +523,29 @@ def test_a_compact_batch_carries_each_window_once_and_expands_to_the_same_batch(
     assert_same_batch(expand_windows(small), full)
     grids = [k for m in IMAGE_MODALITIES for k in (m, f"{m}_valid")]
     assert 4 * sum(small[k].nbytes for k in grids) == sum(full[k].nbytes for k in grids)
+
+
+def test_half_precision_images_halve_the_grids_bytes_and_expand_to_float32(small_mask_path):
+    """image_dtype='float16' (compact only): the grids travel in 2 bytes a value, rounded
+    to float16; expanded, they are float32 again and differ from the float32 batch by that
+    rounding alone. Validity, masks and series are untouched."""
+    rng = np.random.default_rng(22)
+    full = small_collate(small_mask_path, seed=2, compact=True)
+    half = small_collate(small_mask_path, seed=2, compact=True, image_dtype="float16")
+    samples = window_samples(full, rng, windows=2, k=3)
+    a, b = full(samples), half(samples)
+    for m in IMAGE_MODALITIES:
+        assert a[m].dtype == torch.float32 and b[m].dtype == torch.float16
+        assert 2 * b[m].nbytes == a[m].nbytes
+        assert torch.equal(b[m], a[m].half()) and torch.equal(b[f"{m}_valid"], a[f"{m}_valid"])
+    x, y = expand_windows(a), expand_windows(b)
+    for key, value in x.items():
+        if isinstance(value, torch.Tensor):
+            assert y[key].dtype == value.dtype, key
+            if key in IMAGE_MODALITIES:
+                assert torch.equal(y[key], value.half().float()), key
+                assert not torch.equal(y[key], value), key  # the rounding is real
+            else:
+                assert torch.equal(y[key], value), key
+    with pytest.raises(ValueError, match="image_dtype 'float16' needs compact=True"):
+        small_collate(small_mask_path, image_dtype="float16")

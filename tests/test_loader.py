@@ -786,6 +786,20 @@ def test_units_of_a_window_travel_together_compactly_and_resume_exactly(dataset,
         )
 
 
+def test_grids_may_travel_in_half_precision_in_the_windows_layout(dataset):
+    """image_dtype='float16': the same batches as float32, the grids rounded to float16;
+    refused in the samples layout (nothing there would make them float32 again)."""
+    opts = dict(reader="zarr", batch_size=6, window_samples=3, layout="windows")
+    full, half = loader(dataset, **opts), loader(dataset, **opts, image_dtype="float16")
+    for a, b in zip(full, half, strict=True):
+        assert a["sample_key"] == b["sample_key"]
+        assert b["precip"].dtype == torch.float16
+        assert torch.equal(b["precip"], a["precip"].half())
+        assert torch.equal(b["precip_mask"], a["precip_mask"])
+    with pytest.raises(ValueError, match="image_dtype 'float16' needs layout 'windows'"):
+        loader(dataset, image_dtype="float16")
+
+
 def test_the_window_pool_holds_few_windows_and_gives_every_unit_once():
     alive, most = set(), 0
 

@@ -230,3 +230,21 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     assert not (run / "checkpoint.pt").exists()
     assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
     assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())
+
+
+def test_half_precision_grids_train_to_nearly_the_same_losses(data, tmp_path, capsys):
+    """--image-dtype float16: the grids travel rounded to float16 and the model trains on
+    them as float32; the losses follow the float32 run's closely, not exactly. Refused with
+    the per-sample layout, by name."""
+    full, half = tmp_path / "full", tmp_path / "half"
+    assert main([*train_args(data, full), "--steps", "3"]) == 0
+    assert main([*train_args(data, half), "--steps", "3", "--image-dtype", "float16"]) == 0
+    a, b = losses(full), losses(half)
+    assert set(a) == set(b) == {1, 2, 3}
+    assert all(b[s] == pytest.approx(a[s], rel=1e-2) for s in a)
+    assert any(b[s] != a[s] for s in a)  # the rounding reached the loss
+    bad = tmp_path / "bad"
+    args = [*train_args(data, bad), "--image-dtype", "float16", "--layout", "samples"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "image_dtype 'float16' needs layout 'windows'" in err and "Traceback" not in err

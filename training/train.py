@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pipeline.files import atomic_write
 from pipeline.loader import HydroLoader, build_loader
-from pipeline.loader_config import LAYOUTS
+from pipeline.loader_config import IMAGE_DTYPES, LAYOUTS
 from pipeline.manifest import Manifest
 from pipeline.schema import MASK_MODES, MODALITIES, READERS
 from pipeline.strategies import TRAINING
@@ -74,6 +74,14 @@ class TrainConfig:
             "choices": LAYOUTS,
             "help": "windows: a batch carries each window's grids once (the model expands them "
             "on its device); samples: every sample's own",
+        },
+    )
+    image_dtype: str = field(
+        default="float32",
+        metadata={
+            "choices": IMAGE_DTYPES,
+            "help": "windows layout: float16 halves the grids' bytes on the way to the device "
+            "(rounded to 11 significant bits; float32 again there)",
         },
     )
     window_samples: int = field(
@@ -206,7 +214,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         batch_size=cfg.batch_size, num_workers=cfg.workers, seed=cfg.seed,
         mask_mode=cfg.mask_mode, strategies=cfg.strategies, rank=rank, world_size=world,
         layout=cfg.layout, window_samples=window_samples(cfg, manifest),
-        pin_memory=device.type == "cuda",
+        image_dtype=cfg.image_dtype, pin_memory=device.type == "cuda",
     )  # fmt: skip
     if len(loader) < cfg.accumulate:
         raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
