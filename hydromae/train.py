@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from pipeline import config
-from training.train import TrainConfig, train
+from training.train import train
+from training.train_config import TrainConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

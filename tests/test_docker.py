@@ -485,7 +485,7 @@ def test_compose_commands_run_with_their_configs(compose, tmp_path):
 def test_compose_configs_hold_only_known_settings():
     from pipeline import config
     from preprocessing.plan import PreprocessConfig
-    from training.train import TrainConfig
+    from training.train_config import TrainConfig
 
     for name, cls in (("preprocess.toml", PreprocessConfig), ("train.toml", TrainConfig)):
         # config.load refuses unknown keys and wrong types; paths need not exist for this

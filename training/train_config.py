@@ -1,0 +1,159 @@
+"""The settings of a training run (``hydromae train``'s flags and TOML) and what follows
+directly from them: the model, the loss's settings, the samples of a window that travel
+together. Checked before any process or loader starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.loader_config import IMAGE_DTYPES, LAYOUTS
+from pipeline.manifest import Manifest
+from pipeline.schema import MASK_MODES, MODALITIES, READERS
+from pipeline.strategies import TRAINING
+from training.loss import LossConfig
+from training.model import DECODERS, PRESETS, Geometry, HydroMAE, ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    data: Path = field(metadata={"path": True, "metavar": "DIR", "help": "dataset directory"})
+    out: Path = field(
+        metadata={"path": True, "metavar": "RUN_DIR", "help": "where the run is written"}
+    )
+    preset: str = field(default="tiny", metadata={"choices": PRESETS})
+    decoder: str = field(default="mae", metadata={"choices": DECODERS})
+    cross_fraction: float = field(
+        default=1.0,
+        metadata={"above": 0.0, "max": 1.0, "help": "CrossMAE: share of masked tokens a step"},
+    )
+    mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
+    strategies: dict[str, float] = field(
+        default_factory=lambda: {"seed": 1.0},
+        metadata={
+            "min": 0.0,
+            "keys": TRAINING,
+            "metavar": "NAME=WEIGHT",
+            "help": "training mix of masking strategies: seed, block, withhold (images and "
+            "evaporation seen, riverflow hidden every day); e.g. seed=0.5 block=0.2 withhold=0.3",
+        },
+    )
+    reader: str = field(default="shards", metadata={"choices": READERS})
+    layout: str = field(
+        default="windows",
+        metadata={
+            "choices": LAYOUTS,
+            "help": "windows: a batch carries each window's grids once (the model expands them "
+            "on its device); samples: every sample's own",
+        },
+    )
+    image_dtype: str = field(
+        default="float32",
+        metadata={
+            "choices": IMAGE_DTYPES,
+            "help": "windows layout: float16 halves the grids' bytes on the way to the device "
+            "(rounded to 11 significant bits; float32 again there)",
+        },
+    )
+    window_samples: int = field(
+        default=0,
+        metadata={
+            "min": 0,
+            "help": "samples of one window that travel together in a batch (0: as many as "
+            "leave at least 4 windows a batch)",
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto (the local GPU if there is one), cpu, cuda:N"}
+    )
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    shards: list[str] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "URL",
+            "help": "training shards to stream instead of DATA's (paths, http(s)://, s3://, "
+            "pipe:CMD; {a..b} expands); DATA must still hold manifest.json and land_mask.pt",
+        },
+    )
+    stride: int = field(default=0, metadata={"min": 0, "help": "zarr reader: days between windows"})
+    catchments_per_window: int = field(
+        default=0, metadata={"min": 0, "help": "K random catchments per training window (0: all)"}
+    )
+    batch_size: int = field(default=8, metadata={"min": 1})
+    workers: int = field(default=2, metadata={"min": 0})
+    steps: int = field(default=200, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"above": 0.0})
+    warmup: int = field(default=20, metadata={"min": 0})
+    weight_decay: float = field(default=0.05, metadata={"min": 0.0})
+    grad_clip: float = field(default=1.0, metadata={"above": 0.0})
+    accumulate: int = field(default=1, metadata={"min": 1, "help": "batches per optimizer step"})
+    loss_weights: list[float] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "W",
+            "min": 0.0,
+            "help": "the loss's weight of each modality, in the order precip soil temp evap "
+            "riverflow (none given: 1 each)",
+        },
+    )
+    norm_pix_loss: bool = False
+    hints: bool = field(
+        default=True,
+        metadata={
+            "help": "mask queries carry the visible values' interpolation in time and "
+            "neighbours' mean (training.model); --no-hints for a plain MAE decoder"
+        },
+    )
+    log_every: int = field(default=10, metadata={"min": 1})
+    val_every: int = field(
+        default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
+    )
+    val_batches: int = field(default=8, metadata={"min": 0, "help": "validation batches (0: all)"})
+    checkpoint_every: int = field(default=50, metadata={"min": 1})
+    seed: int = 0
+    resume: bool = field(default=False, metadata={"help": "continue RUN_DIR/checkpoint.pt"})
+    progress: bool = True
+    tensorboard: bool = field(
+        default=True, metadata={"help": "also log to TensorBoard in RUN_DIR/tensorboard"}
+    )
+
+
+def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
+    model_cfg = ModelConfig.preset(cfg.preset)
+    model_cfg.decoder = cfg.decoder
+    model_cfg.cross_fraction = cfg.cross_fraction
+    model_cfg.hints = cfg.hints
+    if cfg.hints and cfg.norm_pix_loss:
+        raise ValueError(
+            "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
+            "are in normalised units: add --no-hints"
+        )
+    return HydroMAE(
+        model_cfg, Geometry.from_manifest(manifest, cfg.mask_mode), manifest.normalizer()
+    )
+
+
+def loss_config(cfg: TrainConfig) -> LossConfig:
+    """The loss's settings from the flags (checked before any process or loader starts)."""
+    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
+    if cfg.loss_weights:
+        if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
+            raise ValueError(
+                f"--loss-weights takes {len(MODALITIES)} weights >= 0 ({' '.join(MODALITIES)}), "
+                f"got {cfg.loss_weights}"
+            )
+        loss_cfg.weights = dict(zip(MODALITIES, cfg.loss_weights, strict=True))
+    return loss_cfg
+
+
+def window_samples(cfg: TrainConfig, manifest: Manifest) -> int:
+    """Samples of one window that travel together: as given, or (0) the most that divide
+    the batch size, fit in a window's samples and leave at least 4 windows a batch."""
+    if cfg.window_samples:
+        return cfg.window_samples
+    trained = len(manifest.catchments.ids) - len(manifest.catchments.holdout)
+    k = cfg.catchments_per_window
+    per_window = trained if k <= 0 or k >= trained else k
+    most = max(1, min(per_window, cfg.batch_size // 4))
+    return max(d for d in range(1, most + 1) if cfg.batch_size % d == 0)
