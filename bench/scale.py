@@ -83,29 +83,35 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def tree_pss(pid: int) -> int:
-    """Proportional set size in bytes of ``pid`` and its descendants (shared pages split)."""
-    total = 0
+def over_tree(pid: int, name: str, read) -> float:
+    """The sum of ``read(text of /proc/P/name)`` over ``pid`` and its living descendants."""
+    total = 0.0
     for p in tree(pid):
         try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                total += next(int(x.split()[1]) for x in f if x.startswith("Pss:")) * 1024
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            continue
+            with open(f"/proc/{p}/{name}") as f:
+                total += read(f.read())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
     return total
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size in bytes of ``pid`` and its descendants (shared pages split)."""
+    return int(over_tree(pid, "smaps_rollup", _pss_bytes))
+
+
+def _pss_bytes(text: str) -> int:
+    return next((int(x.split()[1]) for x in text.splitlines() if x.startswith("Pss:")), 0) * 1024
 
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its living descendants."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return over_tree(pid, "stat", _cpu_ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(text: str) -> int:
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 class PeakPss:

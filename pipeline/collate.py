@@ -59,6 +59,7 @@ from pipeline.landmask import PatchTable, load_land_mask, reference_mask_path
 from pipeline.masking import MaskDraws, masked_count
 from pipeline.schema import (
     COLLATE_MODES,
+    IMAGE_DTYPES,
     IMAGE_MODALITIES,
     MASK_MODES,
     MODALITIES,
@@ -66,8 +67,6 @@ from pipeline.schema import (
 )
 from pipeline.strategies import check_mix
 
-# the dtypes images may travel in; expand_windows gives float32 back
-IMAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 TensorSpec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # name -> (shape, dtype)
 Allocate = Callable[[TensorSpec], dict[str, torch.Tensor]]
 
@@ -164,11 +163,10 @@ class MultiScaleMaskedCollate:
         self.reuse_images = bool(reuse_images)
         self.compact = bool(compact)
         if image_dtype not in IMAGE_DTYPES:
-            choices = tuple(IMAGE_DTYPES)
-            raise ValueError(f"image_dtype must be one of {choices}, got {image_dtype!r}")
+            raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
         if image_dtype != "float32" and not self.compact:
             raise ValueError(f"image_dtype {image_dtype!r} needs compact=True (expand_windows)")
-        self.image_dtype = IMAGE_DTYPES[image_dtype]
+        self.image_dtype = getattr(torch, image_dtype)
         self.images = ImageCache(keep=self.reuse_images)
         self.draws = MaskDraws(
             self.grid, self.valid_patch_indices, self.mask_ratio, mask_mode, mode, self.seed,
@@ -294,17 +292,18 @@ class MultiScaleMaskedCollate:
         for _, source in parts:
             uses[id(source)] = uses.get(id(source), 0) + 1
         seen: dict[int, Prepared] = {}
+        half = out.dtype != torch.float32
         for i, (part, source) in enumerate(parts):
             alone = uses[id(source)] == 1 and not self.reuse_images
-            if part is not None and alone and out.dtype == torch.float32:
+            if part is not None and alone and not half:
                 x = part.detach().to("cpu", torch.float32).numpy()  # in place, nothing to keep
                 finite_into(x, data_np[i], valid_np[i], land)
                 continue
             data, ok = self.images.prepared(part, source, seen, land)
-            if out.dtype == torch.float32:
-                np.copyto(data_np[i], data)
-            else:  # torch rounds to float16 with vector instructions, numpy element by element
+            if half:  # torch rounds to float16 with vector instructions, numpy element by element
                 out[i].copy_(torch.from_numpy(data))
+            else:
+                np.copyto(data_np[i], data)
             np.copyto(valid_np[i], ok)
 
     def __call__(

@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.location import Retry
-from pipeline.schema import COLLATE_MODES, MASK_MODES, READERS
+from pipeline.schema import COLLATE_MODES, IMAGE_DTYPES, MASK_MODES, READERS
 from pipeline.strategies import TRAINING
 
 CONTEXTS = ("forkserver", "spawn", "fork")
 LAYOUTS = ("samples", "windows")
-IMAGE_DTYPES = ("float32", "float16")
 SPARE_BUFFERS = 4  # recycled batch buffers per worker beyond prefetch_factor
 
 
@@ -116,8 +115,6 @@ class LoaderConfig:
         for name in ("num_workers", "catchments_per_window", "stride", "retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        if self.image_dtype not in IMAGE_DTYPES:
-            raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {self.image_dtype!r}")
         if self.image_dtype != "float32" and self.layout != "windows":
             raise ValueError(
                 f"image_dtype {self.image_dtype!r} needs layout 'windows' (the model restores "

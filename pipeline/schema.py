@@ -17,6 +17,7 @@ MODALITIES = IMAGE_MODALITIES + VECTOR_MODALITIES
 # ------------------------------------------------------------------ splits and modes
 SPLITS = ("train", "val", "test")  # chronological; windows never straddle two
 MASK_MODES = ("unified", "independent")  # one draw shared per kind, or one per modality
+IMAGE_DTYPES = ("float32", "float16")  # what grids may travel in (windows layout)
 COLLATE_MODES = ("train", "val", "eval")  # masks keyed by epoch, nothing masked, fixed masks
 READERS = ("shards", "zarr")  # the loader's two sources
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.loader_config import IMAGE_DTYPES, LAYOUTS
+from pipeline.loader_config import LAYOUTS
 from pipeline.manifest import Manifest
-from pipeline.schema import MASK_MODES, MODALITIES, READERS
+from pipeline.schema import IMAGE_DTYPES, MASK_MODES, MODALITIES, READERS
 from pipeline.strategies import TRAINING
 from training.loss import LossConfig
 from training.model import DECODERS, PRESETS, Geometry, HydroMAE, ModelConfig
