@@ -9,6 +9,7 @@ physical units, NaN kept::
     evap, riverflow      [T] float32
     static               [A] float32, catchment_weight [N_valid] float32
     catchment_index int, doy [T] int16, start ISO date, sample_key "YYYYMMDD-{gauge_id}"
+    history              [H, F] float32, only when the table has one (``pipeline.history``)
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES, sample_key
+
+if TYPE_CHECKING:
+    from pipeline.history import CatchmentHistory
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class CatchmentTable:
     ids: list[str]  # [C] gauge ids
     static: np.ndarray  # [C, A] float32, NaN = missing
     weight: np.ndarray  # [C, N_valid] float32, share of the catchment's area per valid patch
+    history: CatchmentHistory | None = None  # the weather before each window, if wanted
 
 
 def expand(
@@ -53,5 +58,7 @@ def expand(
             start=start.isoformat(),
             sample_key=sample_key(start, table.ids[c]),
         )
+        if table.history is not None:
+            sample["history"] = table.history.before(start, c)
         samples.append(sample)
     return samples

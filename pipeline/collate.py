@@ -12,6 +12,7 @@ units with NaN kept (the sample schema, ``docs/dataset.md``):
     doy                      [T'] int16         optional
     start, sample_key        str                optional; sample_key keys the masks
     weight                   float              optional (0 for evaluation padding)
+    history                  [H, F]             optional (``pipeline.history``)
 
 Samples longer than ``seq_len`` are truncated to their first ``seq_len`` days.
 
@@ -25,6 +26,7 @@ Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
     evap_mask, riverflow_mask            [B, T] bool             True = masked day
     valid_patch_indices                  [N] long                ascending patch numbers
     static, static_valid                 [B, A] float32, bool
+    history, history_valid               [B, H, F] float32, bool  (samples with a history)
     catchment_weight                     [B, N] float32
     catchment_index [B] long, doy [B, T] int16, weight [B] float32, start, sample_key: lists
 
@@ -372,8 +374,8 @@ class MultiScaleMaskedCollate:
                 )
         for key in sorted(keys):
             values = [s[key] for s in samples]
-            if key == "static":
-                out["static"], out["static_valid"] = self._stack_finite(
+            if key in ("static", "history"):
+                out[key], out[f"{key}_valid"] = self._stack_finite(
                     [torch.as_tensor(v) for v in values]
                 )
             elif key == "catchment_weight":

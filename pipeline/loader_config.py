@@ -78,6 +78,13 @@ class LoaderConfig:
     stride: int = field(
         default=0, metadata={"help": "zarr reader: days between window starts (0: manifest's)"}
     )
+    history_days: int = field(
+        default=0,
+        metadata={
+            "help": "days of each catchment's weather before its window that every sample "
+            "carries (pipeline.history; read once from the store; 0: none)",
+        },
+    )
     mask_ratio: float = 0.75
     mask_mode: str = field(default="unified", metadata={"choices": MASK_MODES})
     strategies: dict[str, float] = field(
@@ -112,7 +119,7 @@ class LoaderConfig:
         for name in ("batch_size", "prefetch_factor", "shuffle_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("num_workers", "catchments_per_window", "stride", "retries"):
+        for name in ("num_workers", "catchments_per_window", "stride", "retries", "history_days"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.image_dtype != "float32" and self.layout != "windows":

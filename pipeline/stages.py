@@ -46,12 +46,15 @@ class PadFactory:
     patches: int
     patch_size: int
     attributes: int
+    history: tuple[int, int] | None = None  # (H, F) when samples carry a history
 
     def arrays(self) -> dict[str, np.ndarray]:
         p = self.patch_size
         image = np.full((self.days, self.patches, p, p), np.nan, dtype=np.float32)
         vector = np.full(self.days, np.nan, dtype=np.float32)
+        extra = {} if self.history is None else {"history": np.full(self.history, np.nan, "f4")}
         return {
+            **extra,
             **{name: image for name in IMAGE_MODALITIES},
             **{name: vector for name in VECTOR_MODALITIES},
             "static": np.full(self.attributes, np.nan, dtype=np.float32),

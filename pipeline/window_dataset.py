@@ -9,6 +9,7 @@ written into a recycled buffer (``pipeline.buffers``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pipeline.buffers import LEDGER_COLUMNS, BatchPool, PackedBatch
 from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.faults import LoaderEvent
+from pipeline.history import HISTORY_FEATURES, CatchmentHistory
 from pipeline.loader_config import LoaderConfig
 from pipeline.location import join, shard_label
 from pipeline.manifest import Manifest
@@ -31,7 +33,7 @@ from pipeline.plan import (
     stream_plan,
     zarr_plan,
 )
-from pipeline.schema import SHARDS
+from pipeline.schema import SHARDS, STORE
 from pipeline.stages import (
     PadFactory,
     expand_window,
@@ -82,12 +84,16 @@ class WindowDataset(IterableDataset):
         self.ledger = ledger  # [workers, buffers, 3] int64 (flat), see pipeline.stages.BatchPool
         self._pool: BatchPool | None = None  # this process's buffers, made on first use
         self.table = manifest.catchment_table()
+        if cfg.history_days:  # read once here; the workers get the table with the dataset
+            history = CatchmentHistory.read(join(cfg.source, STORE), manifest, cfg.history_days)
+            self.table = dataclasses.replace(self.table, history=history)
         self.shape = manifest.window_shape()
         self.pad = PadFactory(
             self.shape.days,
             self.shape.patches,
             self.shape.patch_size,
             len(manifest.catchments.static_attributes),
+            (cfg.history_days, len(HISTORY_FEATURES)) if cfg.history_days else None,
         )
         # training never sees a held-out catchment; evaluation reads every catchment
         held = set(manifest.catchments.holdout) if self.train else set()

@@ -173,3 +173,44 @@ def test_interpolation_searched_per_patch_equals_per_pixel_where_land_is_land():
     values[0, 4, 1, 2] = 0.0
     known = known_in_time(valid, hidden)
     assert known.shape == (b, t, n, p) and torch.equal(known, valid & ~hidden)
+
+
+def test_lag_regressions_read_the_days_before_the_window_when_given():
+    # one continuous record cut into windows: flow is a filter of the whole record, so only
+    # a regression that reads the days before each window can reproduce its first days
+    rng = np.random.default_rng(5)
+    w, t = 10, 40
+    total = LAGS + w * t
+    rain = rng.gamma(0.7, 4.0, size=total)
+    pet = rng.uniform(0.5, 3.0, size=total)
+    truth = np.concatenate([[0.2], 0.3 * np.exp(-np.arange(LAGS + 1) / 8.0), [-0.1], [0] * LAGS])
+    full = np.hstack(
+        [np.ones((total, 1)), _lag_columns(rain, 0.0, LAGS), _lag_columns(pet, 0.0, LAGS)]
+    )
+    flow = full @ truth  # valid from day LAGS on
+
+    def cut(x: np.ndarray) -> np.ndarray:  # [W, T, 1]: the windows after the first LAGS days
+        return x[LAGS:].reshape(w, t, 1)
+
+    def lead(x: np.ndarray) -> np.ndarray:  # [W, LAGS, 1]: the LAGS days before each window
+        return np.stack([x[i * t : i * t + LAGS] for i in range(w)])[..., None]
+
+    static, one = np.zeros((1, 0)), np.array([0])
+    with_history = LagRegression(pooled=False).fit(
+        cut(rain), cut(pet), cut(flow), static, one, before=(lead(rain), lead(pet))
+    )
+    np.testing.assert_allclose(with_history.coef[0], truth, atol=1e-4)
+    got = with_history.predict(
+        torch.from_numpy(cut(rain)[..., 0]), torch.from_numpy(cut(pet)[..., 0]),
+        torch.zeros(w, dtype=torch.long), None,
+        before=(torch.from_numpy(lead(rain)[..., 0]), torch.from_numpy(lead(pet)[..., 0])),
+    )  # fmt: skip
+    np.testing.assert_allclose(got.numpy(), cut(flow)[..., 0], rtol=1e-3, atol=1e-3)
+    # without the days before, the first days of each window take the means: worse
+    cold = LagRegression(pooled=False).fit(cut(rain), cut(pet), cut(flow), static, one)
+    guess = cold.predict(
+        torch.from_numpy(cut(rain)[..., 0]), torch.from_numpy(cut(pet)[..., 0]),
+        torch.zeros(w, dtype=torch.long), None,
+    )  # fmt: skip
+    error = np.abs(guess.numpy() - cut(flow)[..., 0])[:, :LAGS].mean()
+    assert error > 10 * np.abs(got.numpy() - cut(flow)[..., 0])[:, :LAGS].mean()

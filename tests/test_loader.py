@@ -9,6 +9,7 @@ DataLoader does); one test checks that real worker processes agree.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import http.server
 import io
@@ -827,3 +828,48 @@ def test_a_configuration_that_gives_no_batch_is_refused_with_its_numbers(dataset
         loader(dataset, batch_size=6, window_samples=4)
     ld = loader(dataset, batch_size=4, window_samples=2)
     assert ld.dataset.dropped_samples() == 5 * 3 - len(ld) * 4  # a unit's tail, a last batch
+
+
+@pytest.mark.parametrize("reader", ["shards", "zarr"])
+def test_samples_carry_their_catchments_weather_before_the_window(dataset, reader):
+    import xarray as xr
+
+    from pipeline.history import HISTORY_FEATURES
+    from pipeline.store import open_store
+
+    m = Manifest.read(dataset)
+    h = 25
+    batches = list(loader(dataset, split="val", mode="eval", reader=reader, batch_size=4,
+                          history_days=h))  # fmt: skip
+    # the expected values, computed here with xarray from the store: each valid patch's mean
+    # over its land cells, weighted by the catchment's share of the patches with data
+    store = open_store(dataset)
+    valid = xr.DataArray(list(m.valid_patch_indices), dims="patch")
+    weight = xr.DataArray(m.catchment_table().weight, dims=("catchment", "patch"))
+    first = m.period.start
+    seen = 0
+    for b in batches:
+        assert b["history"].shape == (4, h, len(HISTORY_FEATURES))
+        for i, key in enumerate(b["sample_key"]):
+            if key.startswith("pad-"):
+                assert not b["history_valid"][i].any()
+                continue
+            c = int(b["catchment_index"][i])
+            t1 = (dt.date.fromisoformat(b["start"][i]) - first).days
+            days = slice(t1 - h, t1)
+            for f, name in enumerate(HISTORY_FEATURES):
+                if name == "evap":
+                    want = store["evap"].isel(time=days, catchment=c).values
+                else:
+                    patch = store[name].sel(patch=valid).isel(time=days).mean(("py", "px"))
+                    w = weight.isel(catchment=c) * patch.notnull()
+                    want = ((patch * w).sum("patch") / w.sum("patch")).values
+                assert b["history_valid"][i, :, f].all()
+                np.testing.assert_allclose(b["history"][i, :, f].numpy(), want, rtol=1e-5)
+            seen += 1
+    assert seen == m.splits["val"].samples
+    # the first training window has no day before it: nothing valid, values zeroed
+    first_batch = next(iter(loader(dataset, split="train", mode="eval", batch_size=3,
+                                   history_days=h)))  # fmt: skip
+    assert first_batch["start"][0] == SPLITS["train"][:10]
+    assert not first_batch["history_valid"][0].any() and not first_batch["history"][0].any()

@@ -344,3 +344,49 @@ def test_the_encoder_takes_the_catchments_patches_first_within_its_budget(small_
     keep = restore["image"][3].view(4, T, 7)  # [B, T, N]: encoded
     assert (keep.sum(-1) == budget).all() and keep[:, :, 3].all()
     assert keep.any(dim=1).sum(-1).min() > budget  # other patches take turns over the days
+
+
+def test_the_history_before_the_window_reaches_the_prediction_and_is_required(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    rng = np.random.default_rng(0)
+    history = torch.from_numpy(rng.uniform(0.0, 2.0, (4, h, 4)).astype(np.float32))
+    valid = torch.ones(4, h, 4, dtype=torch.bool)
+    valid[0, :3] = False  # days before the record
+    batch = {**batch, "history": history, "history_valid": valid}
+    model = model_for(geometry, "cross", history_days=h).eval()
+    sim = strategies.apply(batch, ["simulate"] * 4)
+    with torch.no_grad():
+        out = model(sim)["riverflow"]["pred"]
+        wetter = model({**sim, "history": history + 1.0})["riverflow"]["pred"]
+        hidden = model({**sim, "history": torch.where(valid, history, 1e3)})["riverflow"]["pred"]
+    assert not torch.allclose(out, wetter)  # the days before the window matter
+    assert torch.equal(out, hidden)  # invalid days' values never do
+    without = {k: v for k, v in sim.items() if not k.startswith("history")}
+    with pytest.raises(ValueError, match="history_days=10"):
+        model(without)
+    with pytest.raises(ValueError, match="multiple of history_bin"):
+        model_for(geometry, history_days=12)
+
+
+def test_a_group_with_nothing_masked_gets_its_values_as_fills(small_mask_path):
+    """The hints skip the image fills when no patch of the batch is masked (``simulate``):
+    exact, because both baselines give a visible position its own value."""
+    batch, geometry = make_batch(small_mask_path)
+    sim = strategies.apply(batch, ["simulate"] * 4)
+    model = model_for(geometry, "cross").eval()
+    _, _, parts = model.forward_encoder(sim)
+    x, v, mask = parts["image"]
+    assert not mask.any()
+    fills = model.decoder.hints.fills(IMAGE_MODALITIES, x, v, mask, days=T)
+    b, length, w = x.shape
+    values = x.view(b, T, -1, w)  # [B, T, N, 3P]
+    hidden = mask.view(b, T, -1)
+    by_baselines = torch.stack(
+        [
+            interpolate_time(values, ~hidden[..., None]),
+            neighbour_mean(values, v.view(values.shape) > 0, hidden, model.decoder.hints.adjacency),
+        ],
+        dim=3,
+    ).view(b, length, 2, w)
+    assert torch.equal(fills, by_baselines)

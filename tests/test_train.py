@@ -248,3 +248,21 @@ def test_half_precision_grids_train_to_nearly_the_same_losses(data, tmp_path, ca
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "image_dtype 'float16' needs layout 'windows'" in err and "Traceback" not in err
+
+
+def test_a_model_with_history_trains_resumes_and_evaluates(data, tmp_path):
+    run = tmp_path / "run"
+    history = ["--history-days", "20", "--decoder", "cross", "--strategies", "seed=0.5",
+               "withhold=0.5"]  # fmt: skip
+    assert main([*train_args(data, run), "--steps", "2", *history]) == 0
+    assert main([*train_args(data, run), "--steps", "3", "--resume", *history]) == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["model_config"]["history_days"] == 20 and state["step"] == 3
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(out),
+            "--no-plots", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["history_days"] == 20
+    flow = result["strategies"]["simulate"]["riverflow"]
+    assert all(math.isfinite(flow[m]["physical"]["rmse"]) for m in ("model", "regression"))

@@ -67,6 +67,7 @@ def embed(cfg: EmbedConfig) -> xr.Dataset:
     loader = build_loader(
         source=str(cfg.data), split=cfg.split, mode="val", batch_size=cfg.batch_size,
         num_workers=cfg.workers, mask_mode=state_cfg.mask_mode, rank=0, world_size=1,
+        history_days=encoder.model.cfg.history_days,
     )  # fmt: skip
     starts = [s.isoformat() for s in manifest.split(cfg.split).window_starts]
     ids = list(manifest.catchments.ids)

@@ -102,11 +102,11 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     loader = build_loader(
         source=str(cfg.data), split=cfg.split, mode="eval", batch_size=cfg.batch_size,
         num_workers=cfg.workers, seed=train_cfg["seed"], mask_mode=train_cfg["mask_mode"],
-        rank=0, world_size=1,
+        rank=0, world_size=1, history_days=model.cfg.history_days,
     )  # fmt: skip
     started = time.perf_counter()
     clim = fit_climatology(Path(cfg.data), manifest, norm)
-    regressions = fit_regressions(Path(cfg.data), manifest)
+    regressions = fit_regressions(Path(cfg.data), manifest, model.cfg.history_days)
     held = torch.from_numpy(holdout_indices(manifest))
     strategies = [*EVALUATION, *([HOLDOUT] if held.numel() else [])]
     strategies = [s for s in strategies if not cfg.strategies or s in cfg.strategies]
@@ -159,6 +159,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "split": cfg.split,
         "run": str(cfg.run),
         "holdout": list(manifest.catchments.holdout),
+        # days before each window the model and the regressions read (these at most LAGS)
+        "history_days": model.cfg.history_days,
         "strategies": scores.result(strategies, MODALITIES, METHODS, units),
         "timing": {
             "fit_baselines_s": fitted - started,

@@ -23,7 +23,7 @@ from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES
 from pipeline.store import open_store
 from training.baselines import Climatology
-from training.regression import LagRegression, catchment_mean
+from training.regression import LAGS, LagRegression, catchment_mean
 
 
 def training_rows(store, manifest: Manifest) -> np.ndarray:
@@ -71,29 +71,43 @@ def holdout_indices(manifest: Manifest) -> np.ndarray:
     return np.array([i for i, g in enumerate(manifest.catchments.ids) if g in held], dtype=int)
 
 
-def fit_regressions(data: Path, manifest: Manifest) -> dict[str, LagRegression]:
+def fit_regressions(
+    data: Path, manifest: Manifest, history_days: int = 0
+) -> dict[str, LagRegression]:
     """``{"regression": per catchment, "pooled": across catchments}`` fitted on the training
-    windows (the manifest's) of the gauged catchments."""
+    windows (the manifest's) of the gauged catchments. Lags before a window read the
+    ``history_days`` days before it (at most ``LAGS``; the training mean before the store's
+    first day and beyond), as the evaluation's samples with that history do."""
     store = open_store(data)
     positions = manifest.store_positions()
     table = manifest.catchment_table()
     weight = torch.from_numpy(table.weight).double()  # [C, N_valid]
     first = manifest.period.start
+    lead = min(LAGS, history_days)
     rain, pet, flow = [], [], []
     for start in manifest.window_starts("train"):
         t0 = (start - first).days
-        days = slice(t0, t0 + manifest.window)
+        days = slice(max(t0 - lead, 0), t0 + manifest.window)
+        pad = lead - (t0 - days.start)  # days before the store's first day
         values = torch.from_numpy(store["precip"][days].values[:, positions]).double()
-        values = values.flatten(-2)[None]  # [1, T, N, P]
+        values = values.flatten(-2)[None]  # [1, lead + T, N, P]
         valid = torch.isfinite(values)
-        rain.append(catchment_mean(torch.nan_to_num(values), valid, weight).T.numpy())  # [T, C]
-        pet.append(store["evap"][days].values.astype(np.float64))
-        flow.append(store["riverflow"][days].values.astype(np.float64))
+        r = catchment_mean(torch.nan_to_num(values), valid, weight).T.numpy()  # [lead + T, C]
+        p = store["evap"][days].values.astype(np.float64)
+        q = store["riverflow"][days].values.astype(np.float64)
+        rain.append(np.pad(r, ((pad, 0), (0, 0)), constant_values=np.nan))
+        pet.append(np.pad(p, ((pad, 0), (0, 0)), constant_values=np.nan))
+        flow.append(q[lead - pad :])
     if not rain:
         raise ValueError(f"{data}: the training split has no window to fit the regressions on")
     gauged = np.setdiff1d(np.arange(len(table.ids)), holdout_indices(manifest))
-    arrays = (np.stack(rain), np.stack(pet), np.stack(flow))  # [W, T, C] each
+    r, p = np.stack(rain), np.stack(pet)  # [W, lead + T, C]
+    arrays = (r[:, lead:], p[:, lead:], np.stack(flow))  # [W, T, C] each
+    before = None
+    if lead:  # the LAGS days before each window; those out of the history's reach unknown
+        unknown = np.full((r.shape[0], LAGS - lead, r.shape[2]), np.nan)
+        before = tuple(np.concatenate([unknown, x[:, :lead]], axis=1) for x in (r, p))
     return {
-        "regression": LagRegression(pooled=False).fit(*arrays, table.static, gauged),
-        "pooled": LagRegression(pooled=True).fit(*arrays, table.static, gauged),
+        "regression": LagRegression(pooled=False).fit(*arrays, table.static, gauged, before),
+        "pooled": LagRegression(pooled=True).fit(*arrays, table.static, gauged, before),
     }

@@ -123,6 +123,8 @@ class DecoderHints(nn.Module):
         xs = x.view(b, days, n, k, w // k)  # [B, T, N, k, P]
         ss = seen.view(b, days, n, k, w // k)
         hidden = mask.view(b, days, n)  # [B, T, N]
+        if not bool(hidden.any()):  # nothing masked (simulate): each fill is the value itself
+            return x.view(b, length, 1, w).expand(b, length, 2, w)
         interp, near = [], []
         for j in range(k):
             values, known = xs[..., j, :], ss[..., j, :]  # [B, T, N, P] each

@@ -6,7 +6,11 @@ and riverflow; under ``independent`` masks every modality is its own group, one 
 (modality, day, patch) or (modality, day). A static-attribute token tells the encoder which
 catchment it is; a catchment-rain feature, the ``catchment_weight``-weighted mean of the
 day's *visible* image tokens, is added to each day's vector token, so the model knows which
-patches' rain falls on the catchment.
+patches' rain falls on the catchment. With ``history_days = H`` the static token also
+carries the catchment's weather on the H days before the window (``pipeline.history``:
+catchment rain, soil moisture, temperature and evaporation, never riverflow), so that a
+window does not start cold: the groundwater that feeds its first weeks' flow drained in
+from the months before.
 
 Where and when: 2-D sin-cos embeddings of the patch's row and column on the (non-square)
 patch grid, sin-cos of the day within the window, a learned projection of the cyclic day of
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.collate import expand_windows
+from pipeline.history import HISTORY_FEATURES
 from pipeline.manifest import Manifest
 from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
@@ -65,6 +70,10 @@ class ModelConfig:
     # image tokens a day the encoder takes at most when more are visible (the catchment's
     # patches first); 0: the specification's visible count, N_valid - floor(0.75 N_valid)
     image_tokens_per_day: int = 0
+    # days of the catchment's weather before the window, added to the static token as
+    # means over bins of history_bin days (0: none; the loader's history_days must match)
+    history_days: int = 0
+    history_bin: int = 5
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -133,6 +142,11 @@ class HydroMAE(nn.Module):
             raise ValueError(f"encoder_tokens must be visible or all, got {cfg.encoder_tokens!r}")
         if cfg.dim % 4 or cfg.decoder_dim % 4:
             raise ValueError("model widths must be multiples of 4 (2-D sin-cos embeddings)")
+        if cfg.history_days < 0 or cfg.history_bin < 1 or cfg.history_days % cfg.history_bin:
+            raise ValueError(
+                f"history_days ({cfg.history_days}) must be >= 0 and a multiple of history_bin "
+                f"({cfg.history_bin})"
+            )
         self.cfg, self.geometry, self.normalizer = cfg, geometry, normalizer
         self.groups = geometry.groups()
         d, pp = cfg.dim, geometry.patch_pixels
@@ -150,6 +164,11 @@ class HydroMAE(nn.Module):
         self.group_embed = nn.ParameterDict({n: nn.Parameter(torch.zeros(d)) for n in width})
         self.positions = TokenPositions(d, row, col)
         self.static = nn.Linear(2 * max(geometry.static_attributes, 1), d)
+        if cfg.history_days:  # bin means and valid shares of each feature -> onto the static token
+            bins = cfg.history_days // cfg.history_bin
+            self.history = nn.Sequential(
+                nn.Linear(2 * len(HISTORY_FEATURES) * bins, d), nn.GELU(), nn.Linear(d, d)
+            )
         self.rain = nn.Linear(d, d)  # catchment-rain feature onto the vector tokens
         self.weather = nn.Linear(weather, d)  # the day's catchment weather onto the vector tokens
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -230,7 +249,35 @@ class HydroMAE(nn.Module):
             x = torch.cat([torch.sign(s) * torch.log1p(s.abs()), batch["static_valid"].float()], -1)
         else:
             x = torch.zeros(batch["evap"].shape[0], self.static.in_features, device=self.device)
-        return self.static(x)[:, None, :]
+        token = self.static(x)[:, None, :]
+        return token + self._history(batch) if self.cfg.history_days else token
+
+    def _history(self, batch: dict) -> Tensor:
+        """The catchment's weather before the window, ``history [B, H, F]``, as ``[B, 1, D]``:
+        per bin of ``history_bin`` days, each feature's mean normalised value over its valid
+        days and the share of days valid, through a small MLP."""
+        if "history" not in batch:
+            raise ValueError(
+                f"the model takes {self.cfg.history_days} days of history, but the batch has "
+                f"none: build the loader with history_days={self.cfg.history_days}"
+            )
+        x, valid = batch["history"], batch["history_valid"]  # [B, H, F] each
+        if x.shape[1] != self.cfg.history_days:
+            raise ValueError(
+                f"the batch has {x.shape[1]} days of history, the model takes "
+                f"{self.cfg.history_days}"
+            )
+        b, f, k = x.shape[0], len(HISTORY_FEATURES), self.cfg.history_bin
+        x = torch.stack(
+            [
+                normalised(self.normalizer, n, x[..., i], valid[..., i])
+                for i, n in enumerate(HISTORY_FEATURES)
+            ],
+            dim=-1,
+        )  # [B, H, F], 0 where invalid
+        count = valid.float().reshape(b, -1, k, f).sum(2)  # [B, H/k, F]
+        mean = x.reshape(b, -1, k, f).sum(2) / count.clamp_min(1.0)
+        return self.history(torch.cat([mean, count / k], dim=-1).flatten(1))[:, None, :]
 
     @property
     def device(self) -> torch.device:

@@ -12,7 +12,9 @@ catchment's rain and potential evaporation on the day and each of the ``LAGS`` d
   (prediction in ungauged basins).
 
 Like the model, a regression sees one window at a time: a lag that reaches before the
-window's first day takes the catchment's training mean of that input instead. The inputs
+window's first day takes the catchment's rain and evaporation of that day when the samples
+carry their history (``pipeline.history``, as a model trained with ``history_days`` sees
+it), else the catchment's training mean of that input. The inputs
 are the catchment means of what the strategy leaves visible (``catchment_mean``); all in
 physical units (mm/day), shapes ``[..., T]`` per catchment or sample.
 """
@@ -38,24 +40,41 @@ def catchment_mean(values: Tensor, valid: Tensor, weight: Tensor) -> Tensor:
     return (w * patch).sum(-1) / w.sum(-1).clamp_min(1e-9)
 
 
-def lagged(x: np.ndarray, fill: np.ndarray, lags: int = LAGS) -> np.ndarray:
-    """``x [..., T]`` -> ``[..., T, lags + 1]``: column k is ``x`` k days earlier, ``fill``
-    (broadcast to ``x[..., 0]``) where that falls before the window."""
+def lagged(
+    x: np.ndarray, fill: np.ndarray, lags: int = LAGS, before: np.ndarray | None = None
+) -> np.ndarray:
+    """``x [..., T]`` -> ``[..., T, lags + 1]``: column k is ``x`` k days earlier. Days
+    before the window take ``before [..., lags]`` (the ``lags`` days before it, oldest
+    first) where given and finite, else ``fill`` (broadcast to ``x[..., 0]``)."""
     t = x.shape[-1]
+    fill = np.broadcast_to(np.asarray(fill, dtype=np.float64), x.shape[:-1])[..., None]
+    if before is None:
+        before = np.broadcast_to(fill, (*x.shape[:-1], lags))
+    else:
+        before = np.where(np.isfinite(before), before, fill)
+    full = np.concatenate([before, x], axis=-1).astype(np.float64)  # [..., lags + T]
     out = np.empty((*x.shape, lags + 1), dtype=np.float64)
-    fill = np.broadcast_to(np.asarray(fill, dtype=np.float64), x.shape[:-1])
     for k in range(lags + 1):
-        out[..., : min(k, t), k] = fill[..., None]
-        if k < t:
-            out[..., k:, k] = x[..., : t - k]
+        out[..., k] = full[..., lags - k : lags - k + t]
     return out
 
 
-def design(rain: np.ndarray, pet: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """The regression's inputs: ``rain``, ``pet`` ``[..., T]`` and the training means
-    ``means [..., 2]`` -> ``[..., T, 1 + 2 (LAGS + 1)]`` (a constant, then the lags)."""
+def design(
+    rain: np.ndarray,
+    pet: np.ndarray,
+    means: np.ndarray,
+    before: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The regression's inputs: ``rain``, ``pet`` ``[..., T]``, the training means
+    ``means [..., 2]`` and optionally the ``LAGS`` days of rain and pet before the window
+    ``before`` (``[..., LAGS]`` each) -> ``[..., T, 1 + 2 (LAGS + 1)]`` (a constant, then
+    the lags)."""
     ones = np.ones((*rain.shape, 1))
-    return np.concatenate([ones, lagged(rain, means[..., 0]), lagged(pet, means[..., 1])], axis=-1)
+    rb, pb = (None, None) if before is None else before
+    return np.concatenate(
+        [ones, lagged(rain, means[..., 0], before=rb), lagged(pet, means[..., 1], before=pb)],
+        axis=-1,
+    )
 
 
 def solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -83,12 +102,15 @@ class LagRegression:
         flow: np.ndarray,
         static: np.ndarray,
         catchments: np.ndarray,
+        before: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> LagRegression:
         """``rain``, ``pet``, ``flow`` ``[W, T, C]``, ``static [C, A]`` (physical units, NaN
-        missing); fitted on the ``catchments`` (indices) only."""
+        missing), optionally the rain and pet of the ``LAGS`` days before each window
+        ``before`` (``[W, LAGS, C]`` each); fitted on the ``catchments`` (indices) only."""
         self.means = np.stack([np.nanmean(rain, axis=(0, 1)), np.nanmean(pet, axis=(0, 1))], -1)
+        prior = None if before is None else tuple(np.moveaxis(b, -1, 0) for b in before)
         x = design(
-            np.moveaxis(rain, -1, 0), np.moveaxis(pet, -1, 0), self.means[:, None, :]
+            np.moveaxis(rain, -1, 0), np.moveaxis(pet, -1, 0), self.means[:, None, :], prior
         )  # [C, W, T, F]
         y = np.moveaxis(flow, -1, 0)  # [C, W, T]
         f = x.shape[-1]
@@ -111,13 +133,19 @@ class LagRegression:
         return np.sign(s) * np.log1p(np.abs(s))
 
     def predict(
-        self, rain: Tensor, pet: Tensor, catchment: Tensor, static: Tensor | None
+        self,
+        rain: Tensor,
+        pet: Tensor,
+        catchment: Tensor,
+        static: Tensor | None,
+        before: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Flow ``[B, T]`` (mm/day, never negative) of each sample's window from its rain and
-        pet ``[B, T]``, catchment index ``[B]`` and static attributes ``[B, A]`` (NaN where
-        missing)."""
+        pet ``[B, T]``, catchment index ``[B]``, static attributes ``[B, A]`` (NaN where
+        missing) and optionally the ``LAGS`` days of rain and pet before it ``[B, LAGS]``."""
         c = catchment.clamp_min(0).numpy()
-        x = design(rain.double().numpy(), pet.double().numpy(), self.means[c])  # [B, T, F]
+        prior = None if before is None else tuple(b.double().numpy() for b in before)
+        x = design(rain.double().numpy(), pet.double().numpy(), self.means[c], prior)
         if self.pooled:
             a = np.zeros((len(c), 0)) if static is None else static.double().numpy()
             a = self._static(a)

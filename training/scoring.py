@@ -19,13 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pipeline.history import HISTORY_FEATURES
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES
 from training.baselines import interpolate_time, known_in_time, neighbour_mean
 from training.loss import modality_slices
 from training.metrics import ErrorSums, FlowRecords
 from training.model import normalised
-from training.regression import LagRegression, catchment_mean
+from training.regression import LAGS, LagRegression, catchment_mean
 
 UNITS = ("normalised", "physical")
 
@@ -62,12 +63,18 @@ def regression_predictions(
     methods: tuple[str, ...],
 ) -> dict[str, Tensor]:
     """Riverflow ``[B, T]`` of each regression in ``methods``, in normalised units, from the
-    visible rain and evaporation ``[B, T]`` each (:func:`regression_inputs`)."""
+    visible rain and evaporation ``[B, T]`` each (:func:`regression_inputs`) and, when the
+    batch carries a history, the days before the window."""
     rain, pet = visible
     static = torch.where(batch["static_valid"], batch["static"], float("nan"))
+    before = None
+    if "history" in batch:  # the days before the window, as far back as LAGS: [B, LAGS] each
+        h = torch.where(batch["history_valid"], batch["history"], float("nan"))[:, -LAGS:]
+        h = torch.nn.functional.pad(h, (0, 0, LAGS - h.shape[1], 0), value=float("nan"))
+        before = tuple(h[..., HISTORY_FEATURES.index(n)] for n in ("precip", "evap"))
     out = {}
     for name in methods:
-        flow = regressions[name].predict(rain, pet, batch["catchment_index"], static)
+        flow = regressions[name].predict(rain, pet, batch["catchment_index"], static, before)
         out[name] = norm.normalize("riverflow", flow)
     return out
 

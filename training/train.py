@@ -83,6 +83,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         mask_mode=cfg.mask_mode, strategies=cfg.strategies, rank=rank, world_size=world,
         layout=cfg.layout, window_samples=window_samples(cfg, manifest),
         image_dtype=cfg.image_dtype, pin_memory=device.type == "cuda",
+        history_days=cfg.history_days,
     )  # fmt: skip
     if len(loader) < cfg.accumulate:
         raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
@@ -91,6 +92,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         val_loader = build_loader(
             source=str(cfg.data), split="val", mode="eval", batch_size=cfg.batch_size,
             num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
+            history_days=cfg.history_days,
         )  # fmt: skip
     step = 0
     ckpt_path = out / CHECKPOINT

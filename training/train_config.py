@@ -105,6 +105,14 @@ class TrainConfig:
             "neighbours' mean (training.model); --no-hints for a plain MAE decoder"
         },
     )
+    history_days: int = field(
+        default=0,
+        metadata={
+            "min": 0,
+            "help": "days of the catchment's weather before each window the encoder sees "
+            "(a multiple of 5; 0: none)",
+        },
+    )
     log_every: int = field(default=10, metadata={"min": 1})
     val_every: int = field(
         default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
@@ -124,6 +132,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.decoder = cfg.decoder
     model_cfg.cross_fraction = cfg.cross_fraction
     model_cfg.hints = cfg.hints
+    model_cfg.history_days = cfg.history_days
     if cfg.hints and cfg.norm_pix_loss:
         raise ValueError(
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
