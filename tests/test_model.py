@@ -390,3 +390,25 @@ def test_a_group_with_nothing_masked_gets_its_values_as_fills(small_mask_path):
         dim=3,
     ).view(b, length, 2, w)
     assert torch.equal(fills, by_baselines)
+
+
+def test_a_physical_flow_loss_is_the_mse_in_mm_per_day_over_the_flow_variance(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry, "cross")
+    out = model(batch)
+    cfg = LossConfig(flow_units="physical", flow_std=0.5)
+    total, per = model.forward_loss(out, cfg)
+    flow = out["riverflow"]
+    norm = model.normalizer
+    scored = (flow["mask"] & flow["predicted"])[..., None] & flow["valid"]
+    error = (
+        norm.denormalize("riverflow", flow["pred"]) - norm.denormalize("riverflow", flow["target"])
+    ) / 0.5
+    torch.testing.assert_close(per["riverflow"], (error**2)[scored].mean())
+    _, plain = model.forward_loss(out, LossConfig())
+    for name in ("precip", "soil", "temp", "evap"):  # the other modalities unchanged
+        torch.testing.assert_close(per[name], plain[name])
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="denormalize"):
+        mae_loss(out, model.groups, geometry.patch_pixels, cfg)

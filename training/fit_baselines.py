@@ -35,6 +35,18 @@ def training_rows(store, manifest: Manifest) -> np.ndarray:
     )
 
 
+def training_flow_std(data: Path, manifest: Manifest) -> float:
+    """The standard deviation (mm/day) of the gauged catchments' riverflow over the
+    training period: the scale of ``LossConfig.flow_units = "physical"``."""
+    store = open_store(data)
+    flow = store["riverflow"].values[training_rows(store, manifest)]  # [days, C]
+    gauged = np.setdiff1d(np.arange(flow.shape[1]), holdout_indices(manifest))
+    std = float(np.nanstd(flow[:, gauged]))
+    if not np.isfinite(std) or std <= 0:
+        raise ValueError(f"{data}: the training period has no riverflow spread to scale by")
+    return std
+
+
 def fit_climatology(data: Path, manifest: Manifest, norm: Normalizer) -> dict[str, Climatology]:
     """Per valid pixel and per catchment, in normalised units, over the training period;
     held-out catchments' riverflow climatology is the mean of the others'."""

@@ -7,10 +7,16 @@ combined with configurable weights; a modality without a single target in the ba
 nothing (and never a NaN). With ``norm_pix_loss`` (MAE's per-patch target normalisation)
 each image token's targets are standardised by their own valid pixels, with a floor on
 the variance since a dry patch has none; such runs are not evaluated in physical units.
+
+With ``flow_units = "physical"`` riverflow's squared errors are taken in mm/day instead,
+divided by the training flow's variance (``flow_std`` squared): a pooled NSE loss. Flow
+is normalised after ``log1p``, so the default loss weighs a low flow's relative error as
+much as a flood's; NSE, the hydrologist's score, is dominated by the floods.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +30,10 @@ class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 1.0))
     norm_pix_loss: bool = False
     variance_floor: float = 1e-2  # in normalised units squared
+    flow_units: str = "normalised"  # or "physical": riverflow's errors in mm/day / flow_std
+    flow_std: float = 1.0  # mm/day, the training flow's standard deviation
+    # normalised values beyond this are clipped before turning physical (exp overflow)
+    flow_clip: float = 8.0
 
 
 def modality_slices(groups: list[tuple[str, tuple[str, ...]]], patch_pixels: int):
@@ -47,8 +57,10 @@ def mae_loss(
     groups: list[tuple[str, tuple[str, ...]]],
     patch_pixels: int,
     cfg: LossConfig,
+    denormalize: Callable[[str, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total loss (a scalar) and each modality's mean squared error (detached scalars)."""
+    """Total loss (a scalar) and each modality's mean squared error (detached scalars).
+    ``denormalize(name, x)`` (physical units) is needed for ``flow_units = "physical"``."""
     total = None
     per_modality: dict[str, Tensor] = {}
     for group, m, cols in modality_slices(groups, patch_pixels):
@@ -56,6 +68,12 @@ def mae_loss(
         pred, target, valid = g["pred"][..., cols], g["target"][..., cols], g["valid"][..., cols]
         if cfg.norm_pix_loss and m in IMAGE_MODALITIES:
             target = _standardise(target, valid, cfg.variance_floor)
+        if m == "riverflow" and cfg.flow_units == "physical":
+            if denormalize is None:
+                raise ValueError("flow_units 'physical' needs the normalizer's denormalize")
+            clip = cfg.flow_clip
+            pred = denormalize(m, pred.clamp(-clip, clip)) / cfg.flow_std
+            target = denormalize(m, target.clamp(-clip, clip)) / cfg.flow_std
         scored = (g["mask"] & g["predicted"])[..., None] & valid  # [B, L, w]
         count = scored.sum()
         sq = torch.where(scored, (pred - target) ** 2, torch.zeros_like(pred))

@@ -364,7 +364,9 @@ class HydroMAE(nn.Module):
         self, out: dict[str, dict[str, Tensor]], cfg: LossConfig
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The masked loss of :meth:`forward`'s output (``training.loss.mae_loss``)."""
-        return mae_loss(out, self.groups, self.geometry.patch_pixels, cfg)
+        return mae_loss(
+            out, self.groups, self.geometry.patch_pixels, cfg, self.normalizer.denormalize
+        )
 
     def forward(self, batch: dict) -> dict[str, dict[str, Tensor]]:
         """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``

@@ -36,6 +36,7 @@ from pipeline.schema import MODALITIES
 from training import checkpoint
 from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
 from training.device import pick_device, to_device
+from training.fit_baselines import training_flow_std
 from training.loss import LossConfig
 from training.model import HydroMAE
 from training.optim import adamw, warmup_cosine
@@ -61,6 +62,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     main = rank == 0
     out = Path(cfg.out)
     manifest = Manifest.read(cfg.data)
+    if loss_cfg.flow_units == "physical":
+        loss_cfg.flow_std = training_flow_std(cfg.data, manifest)
     if main:
         check_run_dir(out, cfg.resume)
         out.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,14 @@ class TrainConfig:
         },
     )
     norm_pix_loss: bool = False
+    flow_loss: str = field(
+        default="normalised",
+        metadata={
+            "choices": ("normalised", "physical"),
+            "help": "riverflow's squared errors in normalised log1p units, or in mm/day over "
+            "the training flow's variance (a pooled NSE loss, weighing floods as NSE does)",
+        },
+    )
     hints: bool = field(
         default=True,
         metadata={
@@ -145,7 +153,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
 
 def loss_config(cfg: TrainConfig) -> LossConfig:
     """The loss's settings from the flags (checked before any process or loader starts)."""
-    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss)
+    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss, flow_units=cfg.flow_loss)
     if cfg.loss_weights:
         if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
             raise ValueError(
