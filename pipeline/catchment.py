@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES, sample_key
 
@@ -35,6 +37,22 @@ class CatchmentTable:
     static: np.ndarray  # [C, A] float32, NaN = missing
     weight: np.ndarray  # [C, N_valid] float32, share of the catchment's area per valid patch
     history: CatchmentHistory | None = None  # the weather before each window, if wanted
+
+
+def patch_means(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Each patch's mean over its valid pixels: ``values``/``valid`` ``[..., N, P]`` ->
+    means ``[..., N]`` (0 where a patch has none; ``values`` must be finite) and whether it
+    has one ``[..., N]``."""
+    count = valid.sum(-1)
+    return torch.where(valid, values, 0.0).sum(-1) / count.clamp_min(1), count > 0
+
+
+def weighted_mean(means: Tensor, has: Tensor, weight: Tensor) -> Tensor:
+    """A catchment's mean of patch means ``[..., N]`` (``has``: the patches with data),
+    weighted by its share of each patch ``weight`` (broadcast to ``[..., N]``) over the
+    patches with data: ``[...]``, 0 where none of its patches has any."""
+    w = weight * has
+    return (w * means).sum(-1) / w.sum(-1).clamp_min(1e-9)
 
 
 def expand(

@@ -17,35 +17,45 @@ valid patches, as the model's own in-window catchment weather uses.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from pipeline.catchment import patch_means, weighted_mean
 from pipeline.manifest import Manifest
 from pipeline.schema import IMAGE_MODALITIES
 
 HISTORY_FEATURES = (*IMAGE_MODALITIES, "evap")  # F, in this order
 
 
-def _patch_means(block: np.ndarray) -> np.ndarray:
-    """``[t, N, p, p]`` -> ``[t, N]`` float64: each patch's mean over its finite cells (NaN
-    where it has none)."""
-    x = block.astype(np.float64).reshape(block.shape[0], block.shape[1], -1)
-    ok = np.isfinite(x)
-    count = ok.sum(-1)
-    total = np.where(ok, x, 0.0).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+def catchment_series(location: str, manifest: Manifest, names: Sequence[str]) -> np.ndarray:
+    """``[time, C, len(names)]`` float64 over the store's days: for an image modality, each
+    catchment's daily mean (``pipeline.catchment.patch_means`` then ``weighted_mean`` by
+    its share of the valid patches; NaN where none of its patches has data), read a window
+    length of days at a time (the store's chunks); for a vector modality, its series."""
+    import zarr
 
-
-def catchment_means(means: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``means`` ``[t, N]`` (NaN = no data) and ``weight`` ``[C, N]`` -> ``[t, C]``: each
-    catchment's weighted mean over the patches with data (NaN where none of its patches has)."""
-    ok = np.isfinite(means)
-    num = np.where(ok, means, 0.0) @ weight.T.astype(np.float64)
-    den = ok.astype(np.float64) @ weight.T.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    group = zarr.open_group(location, mode="r")
+    weight = torch.from_numpy(manifest.catchment_table().weight).double()  # [C, N_valid]
+    positions = manifest.store_positions()
+    total, step = manifest.period.days, manifest.window
+    series = np.empty((total, weight.shape[0], len(names)))
+    for f, name in enumerate(names):
+        array = group[name]
+        if name not in IMAGE_MODALITIES:
+            series[:, :, f] = array[:]
+            continue
+        for t0 in range(0, total, step):
+            block = torch.from_numpy(np.asarray(array[t0 : t0 + step])[:, positions])
+            block = block.double().flatten(-2)  # [t, N_valid, P]
+            valid = torch.isfinite(block)
+            means, has = patch_means(torch.nan_to_num(block), valid)  # [t, N_valid] each
+            mean = weighted_mean(means[:, None], has[:, None], weight)  # [t, C]
+            covered = (has[:, None] * weight).sum(-1) > 0
+            series[t0 : t0 + step, :, f] = torch.where(covered, mean, float("nan")).numpy()
+    return series
 
 
 @dataclass(frozen=True)
@@ -54,37 +64,25 @@ class CatchmentHistory:
 
     first_day: dt.date  # the store's first day
     days: int  # H, days of history a sample gets
-    series: np.ndarray  # [time, C, F] float32, physical units, NaN = missing
+    series: np.ndarray  # [time, C, F], physical units, NaN = missing
 
     @classmethod
     def read(cls, location: str, manifest: Manifest, days: int) -> CatchmentHistory:
-        """Read the store at ``location`` once, a window length of days at a time (its
-        chunks), keeping only the ``[time, C, F]`` means."""
-        import zarr
-
+        """Read the store at ``location`` once (:func:`catchment_series` of
+        ``HISTORY_FEATURES``), keeping only the ``[time, C, F]`` means in float32."""
         if days <= 0:
             raise ValueError(f"history days must be > 0, got {days}")
-        group = zarr.open_group(location, mode="r")
-        weight = manifest.catchment_table().weight  # [C, N_valid]
-        positions = manifest.store_positions()
-        total = manifest.period.days
-        series = np.empty((total, weight.shape[0], len(HISTORY_FEATURES)), dtype=np.float32)
-        step = manifest.window
-        for f, name in enumerate(IMAGE_MODALITIES):
-            array = group[name]
-            for t0 in range(0, total, step):
-                block = np.asarray(array[t0 : t0 + step])[:, positions]  # [t, N_valid, p, p]
-                series[t0 : t0 + step, :, f] = catchment_means(_patch_means(block), weight)
-        series[:, :, len(IMAGE_MODALITIES)] = np.asarray(group["evap"][:], dtype=np.float32)
+        series = catchment_series(location, manifest, HISTORY_FEATURES).astype(np.float32)
         return cls(manifest.period.start, int(days), series)
 
-    def before(self, start: dt.date, catchment: int) -> np.ndarray:
-        """``[days, F]`` float32: the ``days`` days before ``start`` for one catchment, oldest
-        first; NaN for days before the store's first day."""
+    def before(self, start: dt.date, catchment: int | None = None) -> np.ndarray:
+        """The ``days`` days before ``start``, oldest first, for one catchment ``[days, F]``
+        or (``None``) every catchment ``[days, C, F]``, in the series' dtype; NaN for days
+        before the store's first day."""
         t1 = (start - self.first_day).days
         t0 = t1 - self.days
-        out = np.full((self.days, self.series.shape[2]), np.nan, dtype=np.float32)
         lo = max(t0, 0)
-        if t1 > lo:
-            out[lo - t0 :] = self.series[lo:t1, catchment]
+        rows = self.series[lo:t1] if catchment is None else self.series[lo:t1, catchment]
+        out = np.full((self.days, *rows.shape[1:]), np.nan, dtype=self.series.dtype)
+        out[lo - t0 :] = rows
         return out

@@ -13,17 +13,18 @@ The store is read one window of days at a time (bounded memory).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from pipeline.history import CatchmentHistory, catchment_series
 from pipeline.manifest import Manifest
 from pipeline.normalize import Normalizer
-from pipeline.schema import IMAGE_MODALITIES, MODALITIES
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES, STORE
 from pipeline.store import open_store
 from training.baselines import Climatology
-from training.regression import LAGS, LagRegression, catchment_mean
+from training.regression import LAGS, LagRegression
 
 
 def training_rows(store, manifest: Manifest) -> np.ndarray:
@@ -87,38 +88,27 @@ def fit_regressions(
     data: Path, manifest: Manifest, history_days: int = 0
 ) -> dict[str, LagRegression]:
     """``{"regression": per catchment, "pooled": across catchments}`` fitted on the training
-    windows (the manifest's) of the gauged catchments. Lags before a window read the
-    ``history_days`` days before it (at most ``LAGS``; the training mean before the store's
-    first day and beyond), as the evaluation's samples with that history do."""
+    windows (the manifest's) of the gauged catchments, from the catchments' rain and
+    evaporation series (``pipeline.history.catchment_series``, the store read once). Lags
+    before a window read the ``history_days`` days before it (at most ``LAGS``; the
+    training mean before the store's first day and beyond), as the evaluation's samples
+    with that history do."""
     store = open_store(data)
-    positions = manifest.store_positions()
     table = manifest.catchment_table()
-    weight = torch.from_numpy(table.weight).double()  # [C, N_valid]
-    first = manifest.period.start
-    lead = min(LAGS, history_days)
-    rain, pet, flow = [], [], []
-    for start in manifest.window_starts("train"):
-        t0 = (start - first).days
-        days = slice(max(t0 - lead, 0), t0 + manifest.window)
-        pad = lead - (t0 - days.start)  # days before the store's first day
-        values = torch.from_numpy(store["precip"][days].values[:, positions]).double()
-        values = values.flatten(-2)[None]  # [1, lead + T, N, P]
-        valid = torch.isfinite(values)
-        r = catchment_mean(torch.nan_to_num(values), valid, weight).T.numpy()  # [lead + T, C]
-        p = store["evap"][days].values.astype(np.float64)
-        q = store["riverflow"][days].values.astype(np.float64)
-        rain.append(np.pad(r, ((pad, 0), (0, 0)), constant_values=np.nan))
-        pet.append(np.pad(p, ((pad, 0), (0, 0)), constant_values=np.nan))
-        flow.append(q[lead - pad :])
-    if not rain:
+    lead, days = min(LAGS, history_days), manifest.window
+    series = catchment_series(str(Path(data) / STORE), manifest, ("precip", "evap"))
+    span = CatchmentHistory(manifest.period.start, lead + days, series)  # [lead + T] a window
+    starts = manifest.window_starts("train")
+    if not starts:
         raise ValueError(f"{data}: the training split has no window to fit the regressions on")
+    x = np.stack([span.before(s + dt.timedelta(days=days)) for s in starts])  # [W, lead+T, C, 2]
+    riverflow = store["riverflow"].values.astype(np.float64)  # [time, C]
+    t0 = [(s - manifest.period.start).days for s in starts]
+    flow = np.stack([riverflow[t : t + days] for t in t0])  # [W, T, C]
+    rain, pet = x[..., 0], x[..., 1]
+    arrays = (rain[:, lead:], pet[:, lead:], flow)  # [W, T, C] each
+    before = (rain[:, :lead], pet[:, :lead]) if lead else None  # [W, lead, C] each
     gauged = np.setdiff1d(np.arange(len(table.ids)), holdout_indices(manifest))
-    r, p = np.stack(rain), np.stack(pet)  # [W, lead + T, C]
-    arrays = (r[:, lead:], p[:, lead:], np.stack(flow))  # [W, T, C] each
-    before = None
-    if lead:  # the LAGS days before each window; those out of the history's reach unknown
-        unknown = np.full((r.shape[0], LAGS - lead, r.shape[2]), np.nan)
-        before = tuple(np.concatenate([unknown, x[:, :lead]], axis=1) for x in (r, p))
     return {
         "regression": LagRegression(pooled=False).fit(*arrays, table.static, gauged, before),
         "pooled": LagRegression(pooled=True).fit(*arrays, table.static, gauged, before),

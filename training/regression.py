@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.catchment import patch_means, weighted_mean
+
 LAGS = 30
 RIDGE = 1e-6  # relative to the normal equations' diagonal: only against singular matrices
 
@@ -34,24 +36,21 @@ def catchment_mean(values: Tensor, valid: Tensor, weight: Tensor) -> Tensor:
     ``weight [B, N]`` (share of the catchment's area per patch) -> ``[B, T]``: the
     weighted mean of the patch means over valid pixels (patches without one left out;
     0 where no patch of the catchment has any)."""
-    count = valid.sum(-1)  # [B, T, N]
-    patch = torch.where(valid, values, 0.0).sum(-1) / count.clamp_min(1)  # [B, T, N]
-    w = weight[:, None, :] * (count > 0)  # [B, T, N]
-    return (w * patch).sum(-1) / w.sum(-1).clamp_min(1e-9)
+    return weighted_mean(*patch_means(values, valid), weight[:, None, :])
 
 
 def lagged(
     x: np.ndarray, fill: np.ndarray, lags: int = LAGS, before: np.ndarray | None = None
 ) -> np.ndarray:
     """``x [..., T]`` -> ``[..., T, lags + 1]``: column k is ``x`` k days earlier. Days
-    before the window take ``before [..., lags]`` (the ``lags`` days before it, oldest
-    first) where given and finite, else ``fill`` (broadcast to ``x[..., 0]``)."""
+    before the window take ``before [..., D]`` (the D days before it, oldest first; the
+    last ``lags`` read) where given and finite, else ``fill`` (broadcast to ``x[..., 0]``)."""
     t = x.shape[-1]
     fill = np.broadcast_to(np.asarray(fill, dtype=np.float64), x.shape[:-1])[..., None]
-    if before is None:
-        before = np.broadcast_to(fill, (*x.shape[:-1], lags))
-    else:
-        before = np.where(np.isfinite(before), before, fill)
+    known = np.zeros((*x.shape[:-1], 0)) if before is None else before[..., -lags:]
+    unknown = np.full((*x.shape[:-1], lags - known.shape[-1]), np.nan)
+    before = np.concatenate([unknown, known], axis=-1)  # [..., lags]
+    before = np.where(np.isfinite(before), before, fill)
     full = np.concatenate([before, x], axis=-1).astype(np.float64)  # [..., lags + T]
     out = np.empty((*x.shape, lags + 1), dtype=np.float64)
     for k in range(lags + 1):
@@ -66,9 +65,9 @@ def design(
     before: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The regression's inputs: ``rain``, ``pet`` ``[..., T]``, the training means
-    ``means [..., 2]`` and optionally the ``LAGS`` days of rain and pet before the window
-    ``before`` (``[..., LAGS]`` each) -> ``[..., T, 1 + 2 (LAGS + 1)]`` (a constant, then
-    the lags)."""
+    ``means [..., 2]`` and optionally the rain and pet of up to ``LAGS`` days before the
+    window ``before`` (``[..., D]`` each, oldest first) -> ``[..., T, 1 + 2 (LAGS + 1)]``
+    (a constant, then the lags)."""
     ones = np.ones((*rain.shape, 1))
     rb, pb = (None, None) if before is None else before
     return np.concatenate(
@@ -105,8 +104,8 @@ class LagRegression:
         before: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> LagRegression:
         """``rain``, ``pet``, ``flow`` ``[W, T, C]``, ``static [C, A]`` (physical units, NaN
-        missing), optionally the rain and pet of the ``LAGS`` days before each window
-        ``before`` (``[W, LAGS, C]`` each); fitted on the ``catchments`` (indices) only."""
+        missing), optionally the rain and pet of the days before each window ``before``
+        (``[W, D, C]`` each, the last ``LAGS`` read); fitted on the ``catchments`` only."""
         self.means = np.stack([np.nanmean(rain, axis=(0, 1)), np.nanmean(pet, axis=(0, 1))], -1)
         prior = None if before is None else tuple(np.moveaxis(b, -1, 0) for b in before)
         x = design(
@@ -142,7 +141,7 @@ class LagRegression:
     ) -> Tensor:
         """Flow ``[B, T]`` (mm/day, never negative) of each sample's window from its rain and
         pet ``[B, T]``, catchment index ``[B]``, static attributes ``[B, A]`` (NaN where
-        missing) and optionally the ``LAGS`` days of rain and pet before it ``[B, LAGS]``."""
+        missing) and optionally the rain and pet of the days before it ``[B, D]``."""
         c = catchment.clamp_min(0).numpy()
         prior = None if before is None else tuple(b.double().numpy() for b in before)
         x = design(rain.double().numpy(), pet.double().numpy(), self.means[c], prior)

@@ -26,7 +26,7 @@ from training.baselines import interpolate_time, known_in_time, neighbour_mean
 from training.loss import modality_slices
 from training.metrics import ErrorSums, FlowRecords
 from training.model import normalised
-from training.regression import LAGS, LagRegression, catchment_mean
+from training.regression import LagRegression, catchment_mean
 
 UNITS = ("normalised", "physical")
 
@@ -68,9 +68,8 @@ def regression_predictions(
     rain, pet = visible
     static = torch.where(batch["static_valid"], batch["static"], float("nan"))
     before = None
-    if "history" in batch:  # the days before the window, as far back as LAGS: [B, LAGS] each
-        h = torch.where(batch["history_valid"], batch["history"], float("nan"))[:, -LAGS:]
-        h = torch.nn.functional.pad(h, (0, 0, LAGS - h.shape[1], 0), value=float("nan"))
+    if "history" in batch:  # the days before the window: [B, H] each (the last LAGS read)
+        h = torch.where(batch["history_valid"], batch["history"], float("nan"))
         before = tuple(h[..., HISTORY_FEATURES.index(n)] for n in ("precip", "evap"))
     out = {}
     for name in methods:
