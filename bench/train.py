@@ -87,7 +87,7 @@ def training_step(model: HydroMAE, batch: dict) -> Callable[[], None]:
 
 def encoder_step(model: HydroMAE, batch: dict) -> Callable[[], None]:
     def step() -> None:
-        h, _, _ = model.forward_encoder(batch)  # [B, 1 + S, D]
+        h = model.forward_encoder(batch).h  # [B, 1 + S, D]
         h.square().mean().backward()
         model.zero_grad(set_to_none=True)
 

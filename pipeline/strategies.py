@@ -12,6 +12,9 @@ each a strategy here, applied to a batch's ``*_mask`` (and ``*_valid``) tensors 
 - ``simulate`` (also the training strategy ``withhold``): every image patch and every day of
   evaporation visible, riverflow masked on every day: a rainfall-runoff model's setting,
   scored on every valid day.
+- ``ungauged`` (training): the images and evaporation keep the specification's masks,
+  riverflow is masked on every day and trained on every valid one: ``riverflow``'s
+  question (flow from the weather as scattered visible patches estimate it), with a target.
 
 Training mixes strategies per sample, drawn by (seed, epoch, sample_key) like the masks
 (:func:`draw`), so batch composition, workers and resumption change nothing. Evaluation
@@ -28,7 +31,7 @@ import torch
 
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 
-TRAINING = ("seed", "block", "withhold")  # what a training mix may hold
+TRAINING = ("seed", "block", "withhold", "ungauged")  # what a training mix may hold
 EVALUATION = ("seed", "block", "riverflow", "simulate")  # what hydromae evaluate scores
 
 
@@ -81,6 +84,8 @@ def apply(batch: dict, strategies: Sequence[str], offsets: Sequence[float] | Non
                 masks[f"{m}_mask"][i] = block(days, hidden, offsets[i])
         elif name == "riverflow":
             withheld[i] = True
+        elif name == "ungauged":
+            masks["riverflow_mask"][i] = True
         elif name in ("simulate", "withhold"):
             for m in IMAGE_MODALITIES:
                 masks[f"{m}_mask"][i] = False

@@ -464,17 +464,17 @@ def test_reused_images_and_given_memory_give_the_same_batch(small_mask_path):
 
 
 # ----------------------------------------------------------------- strategies
-MIX = {"seed": 0.4, "block": 0.3, "withhold": 0.3}
+MIX = {"seed": 0.3, "block": 0.2, "withhold": 0.3, "ungauged": 0.2}
 
 
 def test_strategy_draw_is_keyed_whatever_the_batch(small_mask_path):
     """Each sample's strategy (and its masks) depends on (seed, epoch, sample_key) only."""
     rng = np.random.default_rng(3)
     c = small_collate(small_mask_path, seed=9, strategies=MIX)
-    samples = [grid_sample(c, rng, key=f"k{i}") for i in range(24)]
+    samples = [grid_sample(c, rng, key=f"k{i}") for i in range(32)]
     c.set_epoch(2)
     whole = c(samples)
-    assert set(whole["strategy"]) == set(MIX)  # 24 samples draw every strategy
+    assert set(whole["strategy"]) == set(MIX)  # 32 samples draw every strategy
     alone = [c([s]) for s in samples[::-1]]
     for i, one in enumerate(alone[::-1]):
         assert one["strategy"] == [whole["strategy"][i]]
@@ -503,6 +503,10 @@ def test_each_strategy_hides_what_it_says(small_mask_path):
             days = torch.nonzero(evap)[:, 0]
             assert len(days) == n_days and days[-1] - days[0] == n_days - 1
             assert torch.equal(evap, flow)
+        elif name == "ungauged":  # images and evaporation as the seed's; no flow day seen
+            assert torch.equal(image, seed_masks["precip_mask"][i])
+            assert torch.equal(evap, seed_masks["evap_mask"][i]) and flow.all()
+            assert torch.equal(batch["riverflow_valid"][i], seed_masks["riverflow_valid"][i])
         else:  # withhold: images and evaporation seen, riverflow hidden on every day
             assert not image[:, valid].any() and not evap.any() and flow.all()
         assert not image[:, [p for p in range(12) if p not in SMALL_VALID]].any()  # ocean

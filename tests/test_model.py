@@ -13,6 +13,7 @@ from pipeline.normalize import Normalizer, VariableStats
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.baselines import interpolate_time, neighbour_mean
 from training.loss import LossConfig, mae_loss
+from training.memory import CatchmentMemory
 from training.model import Geometry, HydroMAE, ModelConfig
 
 T = 12
@@ -97,8 +98,8 @@ def with_masked_values_changed(batch: dict) -> dict:
 def test_encoder_never_sees_masked_values(small_mask_path):
     batch, geometry = make_batch(small_mask_path)
     model = model_for(geometry).eval()
-    h, _, _ = model.forward_encoder(batch)
-    h2, _, _ = model.forward_encoder(with_masked_values_changed(batch))
+    h = model.forward_encoder(batch).h
+    h2 = model.forward_encoder(with_masked_values_changed(batch)).h
     # visible tokens: 7 valid patches - 5 masked = 2 a day; 12 - 9 = 3 days of each of the
     # two series; 1 static token
     assert h.shape == (4, 1 + 2 * T + 2 * 3, 32)
@@ -183,7 +184,7 @@ def test_all_token_encoder_ablation_keeps_every_position(small_mask_path):
         cfg = ModelConfig.preset("tiny")
         cfg.decoder, cfg.encoder_tokens = decoder, "all"
         model = HydroMAE(cfg, geometry, normalizer())
-        h, _, _ = model.forward_encoder(batch)
+        h = model.forward_encoder(batch).h
         assert h.shape == (4, 1 + 7 * T + 2 * T, 32)  # static, 7 valid patches x T days, 2 x T
         changed = dict(batch)
         changed["temp"] = torch.where(
@@ -195,11 +196,13 @@ def test_all_token_encoder_ablation_keeps_every_position(small_mask_path):
         assert torch.isfinite(loss) and model.encoder_mask_token.grad is not None
 
 
+@pytest.mark.parametrize("memory", [False, True])
 @pytest.mark.parametrize("decoder", ["mae", "cross"])
-def test_predictions_never_depend_on_masked_values(small_mask_path, decoder):
-    """The decoder's hints, like the encoder, read visible values only."""
+def test_predictions_never_depend_on_masked_values(small_mask_path, decoder, memory):
+    """The decoder's hints and the catchment memory, like the encoder, read visible values
+    only."""
     batch, geometry = make_batch(small_mask_path)
-    model = model_for(geometry, decoder).eval()
+    model = model_for(geometry, decoder, memory=memory).eval()
     assert model.cfg.hints
     out, out2 = model(batch), model(with_masked_values_changed(batch))
     for name in out:
@@ -294,15 +297,16 @@ def one_sample(batch: dict, i: int) -> dict:
     }
 
 
+@pytest.mark.parametrize("memory", [False, True])
 @pytest.mark.parametrize("decoder", ["mae", "cross"])
 def test_a_batch_of_mixed_strategies_gives_each_sample_what_it_gives_alone(
-    small_mask_path, decoder
+    small_mask_path, decoder, memory
 ):
     """Samples of one batch may hide different numbers of tokens (a strategy each): the
     padding that evens them out changes no sample's prediction."""
     batch, geometry = make_batch(small_mask_path)
     mixed = strategies.apply(batch, ["seed", "withhold", "block", "riverflow"], [0, 0, 0.7, 0])
-    model = model_for(geometry, decoder).eval()
+    model = model_for(geometry, decoder, memory=memory).eval()
     with torch.no_grad():
         out = model(mixed)
         for i in range(4):
@@ -315,11 +319,12 @@ def test_a_batch_of_mixed_strategies_gives_each_sample_what_it_gives_alone(
                 )
 
 
+@pytest.mark.parametrize("memory", [False, True])
 @pytest.mark.parametrize("decoder", ["mae", "cross"])
-def test_simulate_shows_the_model_no_riverflow_value(small_mask_path, decoder):
+def test_simulate_shows_the_model_no_riverflow_value(small_mask_path, decoder, memory):
     batch, geometry = make_batch(small_mask_path)
     sim = strategies.apply(batch, ["simulate"] * 4)
-    model = model_for(geometry, decoder).eval()
+    model = model_for(geometry, decoder, memory=memory).eval()
     changed = dict(sim)
     changed["riverflow"] = torch.rand_like(sim["riverflow"]) * 100
     with torch.no_grad():
@@ -337,7 +342,7 @@ def test_the_encoder_takes_the_catchments_patches_first_within_its_budget(small_
     weight[:, 3] = 1.0  # the catchment lies in the 4th valid patch only
     sim = strategies.apply({**batch, "catchment_weight": weight}, ["simulate"] * 4)
     model = model_for(geometry).eval()
-    h, restore, _ = model.forward_encoder(sim)
+    h, restore, _, _ = model.forward_encoder(sim)
     budget = 7 - masked_count(7, 0.75)  # the specification's visible count: 2 of 7 a day
     assert model.image_budget == budget
     assert h.shape[1] == 1 + budget * T + T  # images within budget, every evap day, no flow
@@ -369,13 +374,52 @@ def test_the_history_before_the_window_reaches_the_prediction_and_is_required(sm
         model_for(geometry, history_days=12)
 
 
+@pytest.mark.parametrize("decoder", ["mae", "cross"])
+def test_the_catchment_memory_carries_the_days_before_the_window(small_mask_path, decoder):
+    """With the history's summary on the static token silenced, the days before the window
+    reach the riverflow prediction through the memory alone; invalid days never do."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    rng = np.random.default_rng(1)
+    history = torch.from_numpy(rng.uniform(0.0, 2.0, (4, h, 4)).astype(np.float32))
+    valid = torch.ones(4, h, 4, dtype=torch.bool)
+    valid[1, :4] = False
+    sim = strategies.apply({**batch, "history": history, "history_valid": valid}, ["simulate"] * 4)
+    model = model_for(geometry, decoder, history_days=h, memory=True).eval()
+    with torch.no_grad():
+        model.history[-1].weight.zero_()
+        model.history[-1].bias.zero_()
+        out = model(sim)["riverflow"]["pred"]
+        wetter = model({**sim, "history": history + 1.0})["riverflow"]["pred"]
+        hidden = model({**sim, "history": torch.where(valid, history, 1e3)})["riverflow"]["pred"]
+        model.cfg.memory = False  # the same weights without the memory: the history is out
+        forgotten = model(sim)["riverflow"]["pred"]
+        assert torch.equal(forgotten, model({**sim, "history": history + 1.0})["riverflow"]["pred"])
+    assert not torch.allclose(out, wetter)
+    assert torch.equal(out, hidden)
+    assert not torch.allclose(out, forgotten)
+
+
+def test_the_catchment_memory_runs_forward_in_time():
+    """A day's memory depends on that day and the days before it, never on later ones."""
+    torch.manual_seed(0)
+    memory = CatchmentMemory(features=5, width=8, decoder_dim=16, groups=["riverflow"])
+    x = torch.randn(2, 20, 5)
+    later = x.clone()
+    later[:, 15:] += 1.0  # days 15.. of 20: the window's (the last 10) from its 6th day
+    with torch.no_grad():
+        a, b = memory(x, days=10)["riverflow"], memory(later, days=10)["riverflow"]
+    assert a.shape == (2, 10, 16)
+    assert torch.equal(a[:, :5], b[:, :5]) and not torch.allclose(a[:, 5:], b[:, 5:])
+
+
 def test_a_group_with_nothing_masked_gets_its_values_as_fills(small_mask_path):
     """The hints skip the image fills when no patch of the batch is masked (``simulate``):
     exact, because both baselines give a visible position its own value."""
     batch, geometry = make_batch(small_mask_path)
     sim = strategies.apply(batch, ["simulate"] * 4)
     model = model_for(geometry, "cross").eval()
-    _, _, parts = model.forward_encoder(sim)
+    parts = model.forward_encoder(sim).parts
     x, v, mask = parts["image"]
     assert not mask.any()
     fills = model.decoder.hints.fills(IMAGE_MODALITIES, x, v, mask, days=T)

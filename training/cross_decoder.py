@@ -44,6 +44,7 @@ class CrossDecoder(Decoder):
         h: Tensor,
         restore: dict[str, Restore],
         hints: dict[str, tuple[Tensor, Tensor]],
+        terms: dict[str, Tensor],
     ) -> Decoded:
         picked, gathered, starts = {}, [], {}
         keys = [torch.ones_like(h[:, :1, 0], dtype=torch.bool)]  # the static token
@@ -66,6 +67,9 @@ class CrossDecoder(Decoder):
                 near = extra.gather(1, masked[..., None].expand(-1, -1, extra.shape[-1]))
                 term, starts[name] = self.hints.query(name, hint.gather(1, at), near)
                 query = query + term
+            if name in terms:  # [B, L, Dd] -> the queried positions'
+                at = masked[..., None].expand(-1, -1, query.shape[-1])
+                query = query + terms[name].gather(1, at)
             gathered.append(query)
         context = torch.cat(keys, dim=1)  # [B, 1 + S]
         context = None if bool(context.all()) else context

@@ -3,7 +3,8 @@
 The encoder's output ``[B, 1 + S, D]`` is projected to the decoder's width; a query for a
 masked position is the learned ``mask_token`` plus its position (``TokenPositions``) and
 its group's embedding, plus (with hints) the embedding of what the visible values say
-about it (``training.hints``). Each group's head turns decoder tokens into its values; with
+about it (``training.hints``) and, for the series with a catchment memory, the memory's
+state that day (``training.memory``). Each group's head turns decoder tokens into its values; with
 hints, the prediction is the head's output added to the learned mix of the fills.
 ``MAEDecoder`` and ``CrossDecoder`` differ in which queries they build and what they
 attend to (``decode``).
@@ -39,7 +40,7 @@ Decoded = dict[str, tuple[Tensor, Tensor, Tensor | None]]
 
 class Decoder(nn.Module):
     """The shared parts. Subclasses implement ``decode(batch, h [B, 1 + S, Dd], restore,
-    hints) -> Decoded``; ``forward`` projects ``h`` and computes the hints first."""
+    hints, terms) -> Decoded``; ``forward`` projects ``h`` and computes the hints first."""
 
     cross = False  # blocks attend to the encoder output (CrossMAE) instead of themselves
 
@@ -75,12 +76,19 @@ class Decoder(nn.Module):
             nn.init.normal_(p, std=0.02)
 
     def forward(
-        self, batch: dict, h: Tensor, restore: dict[str, Restore], parts: dict[str, Parts]
+        self,
+        batch: dict,
+        h: Tensor,
+        restore: dict[str, Restore],
+        parts: dict[str, Parts],
+        weather: Tensor,
+        terms: dict[str, Tensor],
     ) -> Decoded:
-        """Predictions of every group from the encoder's output ``h [B, 1 + S, D]``."""
-        days = batch["evap"].shape[1]
-        hints = {} if self.hints is None else self.hints(batch, parts, days)
-        return self.decode(batch, self.proj(h), restore, hints)
+        """Predictions of every group from the encoder's output ``h [B, 1 + S, D]``, the
+        day's catchment weather ``[B, T, 2k]`` and extra query terms of some groups
+        ``[B, L, Dd]`` (the catchment memory's, ``training.memory``)."""
+        hints = {} if self.hints is None else self.hints(batch, parts, weather)
+        return self.decode(batch, self.proj(h), restore, hints, terms)
 
     def position(self, batch: dict, name: str, idx: Tensor) -> Tensor:
         """Decoder positions ``[B, S, Dd]`` of a group's tokens ``idx [B, S]``."""

@@ -34,7 +34,7 @@ class Encoder(nn.Module):
         self.model = model
 
     def forward(self, batch: dict) -> Tensor:
-        h, _, _ = self.model.forward_encoder(batch)  # [B, 1 + S_visible, D]
+        h = self.model.forward_encoder(batch).h  # [B, 1 + S_visible, D]
         return h.mean(dim=1)
 
 

@@ -91,18 +91,15 @@ class DecoderHints(nn.Module):
         )
 
     def forward(
-        self, batch: dict, parts: dict[str, Parts], days: int
+        self, batch: dict, parts: dict[str, Parts], weather: Tensor
     ) -> dict[str, tuple[Tensor, Tensor]]:
         """Per group: the hint ``[B, L, kinds, w]`` and extra features ``[B, L, c]`` (the
-        series: the catchment's lagged rain and the day's catchment weather; images:
-        nothing, ``c = 0``)."""
+        series: the catchment's lagged rain and the day's catchment weather ``weather``
+        ``[B, T, 2k]``, :func:`catchment_weather`; images: nothing, ``c = 0``)."""
+        days = weather.shape[1]
         hints = {name: self.fills(mods, *parts[name], days=days) for name, mods in self.groups}
         first = self.groups[0][0]  # the group led by precipitation (images come first)
         rain = self.rain_history(batch, hints[first], *parts[first][1:], days=days)
-        weather = catchment_weather(
-            [(mods, parts[n]) for n, mods in self.groups if n in self.image_groups],
-            batch, days, self.patch_pixels,
-        )  # fmt: skip
         series = torch.cat([rain, weather], dim=-1)  # [B, T, RAIN_LAGS + 1 + 2k]
         out = {}
         for name, hint in hints.items():  # series carry rain and weather, images nothing more

@@ -21,6 +21,7 @@ class MAEDecoder(Decoder):
         h: Tensor,
         restore: dict[str, Restore],
         hints: dict[str, tuple[Tensor, Tensor]],
+        terms: dict[str, Tensor],
     ) -> Decoded:
         dd = h.shape[-1]
         queries, starts, offset = [], {}, 1
@@ -42,6 +43,8 @@ class MAEDecoder(Decoder):
             if hints:  # on the mask tokens only; visible positions carry the encoder's
                 query, starts[name] = self.hints.query(name, *hints[name])
                 seq = seq + torch.where(mask[..., None], query, 0.0)
+            if name in terms:  # the catchment memory's, on the mask tokens too
+                seq = seq + torch.where(mask[..., None], terms[name], 0.0)
             queries.append(seq + self.group_embed[name])
         x = torch.cat([h[:, :1], *queries], dim=1)  # [B, 1 + sum L, Dd]
         for block in self.blocks:

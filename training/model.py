@@ -30,6 +30,7 @@ tokens, w a token's values, D encoder width.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,7 @@ from training.hints import DecoderHints, Parts, catchment_weather
 from training.layers import Block, TokenPositions
 from training.loss import LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
+from training.memory import CatchmentMemory
 
 DECODERS = ("mae", "cross")
 PRESETS = ("tiny", "small", "full")
@@ -74,6 +76,9 @@ class ModelConfig:
     # means over bins of history_bin days (0: none; the loader's history_days must match)
     history_days: int = 0
     history_bin: int = 5
+    # the catchment's memory (training.memory): an LSTM over the catchment's days (the
+    # history_days before the window, then the window's) for the series' queries
+    memory: bool = False
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -131,6 +136,15 @@ def normalised(normalizer: Normalizer, name: str, values: Tensor, valid: Tensor)
         raw = raw.clamp_min(0.0)  # log1p needs x > -1; invalid entries are zeroed below
     x = normalizer.normalize(name, raw)
     return torch.where(valid, x, torch.zeros_like(x))
+
+
+class Encoded(NamedTuple):
+    """What ``forward_encoder`` gives the decoder."""
+
+    h: Tensor  # [B, 1 + S, D] the encoder's output, static token first
+    restore: dict[str, Restore]  # per group, how to put its tokens back in place
+    parts: dict[str, Parts]  # per group, values and validity [B, L, w], mask [B, L]
+    weather: Tensor  # [B, T, 2k] the day's catchment weather (training.hints.catchment_weather)
 
 
 class HydroMAE(nn.Module):
@@ -196,6 +210,10 @@ class HydroMAE(nn.Module):
             mlp_ratio=cfg.mlp_ratio,
             hints=hints,
         )
+        if cfg.memory:  # a day's weather, each series' value and flag, the attributes
+            features = weather + 2 * len(VECTOR_MODALITIES) + self.static.in_features
+            series = [n for n in width if n not in self.image_groups]
+            self.memory = CatchmentMemory(features, d, cfg.decoder_dim, series)
         self.decoder: Decoder = (
             CrossDecoder(**parts, cross_fraction=cfg.cross_fraction)
             if cfg.decoder == "cross"
@@ -242,20 +260,23 @@ class HydroMAE(nn.Module):
         chosen = torch.zeros_like(by_day).scatter(-1, top, True) & by_day
         return chosen.view(b, length)
 
-    def _static(self, batch: dict) -> Tensor:
-        """The static-attribute token ``[B, 1, D]`` (signed log of the attributes, validity)."""
+    def _attributes(self, batch: dict) -> Tensor:
+        """The static attributes ``[B, 2A]``: their signed log and validity (zeros without)."""
         if "static" in batch and batch["static"].shape[-1]:
             s = batch["static"].float()
-            x = torch.cat([torch.sign(s) * torch.log1p(s.abs()), batch["static_valid"].float()], -1)
-        else:
-            x = torch.zeros(batch["evap"].shape[0], self.static.in_features, device=self.device)
-        token = self.static(x)[:, None, :]
+            return torch.cat(
+                [torch.sign(s) * torch.log1p(s.abs()), batch["static_valid"].float()], -1
+            )
+        return torch.zeros(batch["evap"].shape[0], self.static.in_features, device=self.device)
+
+    def _static(self, batch: dict) -> Tensor:
+        """The static-attribute token ``[B, 1, D]``, with the history's summary added."""
+        token = self.static(self._attributes(batch))[:, None, :]
         return token + self._history(batch) if self.cfg.history_days else token
 
-    def _history(self, batch: dict) -> Tensor:
-        """The catchment's weather before the window, ``history [B, H, F]``, as ``[B, 1, D]``:
-        per bin of ``history_bin`` days, each feature's mean normalised value over its valid
-        days and the share of days valid, through a small MLP."""
+    def _history_values(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """The catchment's weather before the window in normalised units, 0 where invalid,
+        and its validity: ``[B, H, F]`` each (``pipeline.history.HISTORY_FEATURES``)."""
         if "history" not in batch:
             raise ValueError(
                 f"the model takes {self.cfg.history_days} days of history, but the batch has "
@@ -267,7 +288,6 @@ class HydroMAE(nn.Module):
                 f"the batch has {x.shape[1]} days of history, the model takes "
                 f"{self.cfg.history_days}"
             )
-        b, f, k = x.shape[0], len(HISTORY_FEATURES), self.cfg.history_bin
         x = torch.stack(
             [
                 normalised(self.normalizer, n, x[..., i], valid[..., i])
@@ -275,16 +295,43 @@ class HydroMAE(nn.Module):
             ],
             dim=-1,
         )  # [B, H, F], 0 where invalid
+        return x, valid
+
+    def _history(self, batch: dict) -> Tensor:
+        """The catchment's weather before the window, ``history [B, H, F]``, as ``[B, 1, D]``:
+        per bin of ``history_bin`` days, each feature's mean normalised value over its valid
+        days and the share of days valid, through a small MLP."""
+        x, valid = self._history_values(batch)
+        b, f, k = x.shape[0], len(HISTORY_FEATURES), self.cfg.history_bin
         count = valid.float().reshape(b, -1, k, f).sum(2)  # [B, H/k, F]
         mean = x.reshape(b, -1, k, f).sum(2) / count.clamp_min(1.0)
         return self.history(torch.cat([mean, count / k], dim=-1).flatten(1))[:, None, :]
+
+    def _memory_inputs(self, batch: dict, parts: dict[str, Parts], weather: Tensor) -> Tensor:
+        """The catchment memory's inputs ``[B, H + T, F]``: per day the catchment weather
+        (mean and share covered, for rain, soil moisture and temperature), evaporation's and
+        riverflow's value and flag where visible, the static attributes. Before the window
+        (``history``) the weather is the whole catchment's, its share 1 where the day is
+        valid, and riverflow is never given."""
+        series = []
+        for name in VECTOR_MODALITIES:
+            x, v, mask = parts[name]  # [B, T, 1] x2, [B, T]
+            seen = (v[..., 0] > 0) & ~mask
+            series += [torch.where(seen, x[..., 0], 0.0), seen.float()]
+        days = torch.cat([weather, torch.stack(series, dim=-1)], dim=-1)  # [B, T, 6 + 4]
+        if self.cfg.history_days:
+            x, valid = self._history_values(batch)  # [B, H, 4]: precip, soil, temp, evap
+            before = torch.stack([x, valid.float()], dim=-1).flatten(2)  # [B, H, 8]
+            days = torch.cat([torch.cat([before, torch.zeros_like(before[..., :2])], -1), days], 1)
+        static = self._attributes(batch)[:, None, :].expand(-1, days.shape[1], -1)
+        return torch.cat([days, static], dim=-1)
 
     @property
     def device(self) -> torch.device:
         return self.norm.weight.device
 
     # ------------------------------------------------------------ forward
-    def forward_encoder(self, batch: dict) -> tuple[Tensor, dict[str, Restore], dict[str, Parts]]:
+    def forward_encoder(self, batch: dict) -> Encoded:
         """Encode the visible tokens: features ``[B, 1 + S, D]`` (static token first; each
         group's visible tokens, padded to the batch's largest count), how to restore each
         group's order, and each group's (values, validity, mask). ``[B, 1 + S_all, D]``
@@ -349,16 +396,18 @@ class HydroMAE(nn.Module):
         attend = None if bool(attend.all()) else attend
         for block in self.blocks:
             h = block(h, keys=attend)
-        return self.norm(h), restore, parts
+        return Encoded(self.norm(h), restore, parts, weather)
 
-    def forward_decoder(
-        self, batch: dict, h: Tensor, restore: dict[str, Restore], parts: dict[str, Parts]
-    ) -> Decoded:
+    def forward_decoder(self, batch: dict, encoded: Encoded) -> Decoded:
         """Per group: predictions ``[B, L, w]``, where they were made ``[B, L]`` (bool) and
         (with hints) the learned mix of the hints they started from ``[B, L, w]``."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        return self.decoder(batch, h, restore, parts)
+        h, restore, parts, weather = encoded
+        terms = {}
+        if self.cfg.memory:  # per series group [B, T, Dd]
+            terms = self.memory(self._memory_inputs(batch, parts, weather), weather.shape[1])
+        return self.decoder(batch, h, restore, parts, weather, terms)
 
     def forward_loss(
         self, out: dict[str, dict[str, Tensor]], cfg: LossConfig
@@ -372,8 +421,9 @@ class HydroMAE(nn.Module):
         """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``
         ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked), ``predicted`` ``[B, L]`` and (with
         hints) ``mix`` ``[B, L, w]``, the prediction with the network's correction silenced."""
-        h, restore, parts = self.forward_encoder(batch)
-        decoded = self.forward_decoder(batch, h, restore, parts)
+        encoded = self.forward_encoder(batch)
+        decoded = self.forward_decoder(batch, encoded)
+        parts = encoded.parts
         out = {}
         for name, _ in self.groups:
             pred, predicted, mix = decoded[name]

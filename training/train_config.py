@@ -121,6 +121,13 @@ class TrainConfig:
             "(a multiple of 5; 0: none)",
         },
     )
+    memory: bool = field(
+        default=False,
+        metadata={
+            "help": "an LSTM over the catchment's days (the history, then the window's "
+            "visible weather and series) for the series' queries (training.memory)"
+        },
+    )
     log_every: int = field(default=10, metadata={"min": 1})
     val_every: int = field(
         default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
@@ -141,6 +148,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.cross_fraction = cfg.cross_fraction
     model_cfg.hints = cfg.hints
     model_cfg.history_days = cfg.history_days
+    model_cfg.memory = cfg.memory
     if cfg.hints and cfg.norm_pix_loss:
         raise ValueError(
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
