@@ -342,7 +342,8 @@ def test_the_encoder_takes_the_catchments_patches_first_within_its_budget(small_
     weight[:, 3] = 1.0  # the catchment lies in the 4th valid patch only
     sim = strategies.apply({**batch, "catchment_weight": weight}, ["simulate"] * 4)
     model = model_for(geometry).eval()
-    h, restore, _, _ = model.forward_encoder(sim)
+    encoded = model.forward_encoder(sim)
+    h, restore = encoded.h, encoded.restore
     budget = 7 - masked_count(7, 0.75)  # the specification's visible count: 2 of 7 a day
     assert model.image_budget == budget
     assert h.shape[1] == 1 + budget * T + T  # images within budget, every evap day, no flow

@@ -6,7 +6,7 @@ by attention, with no notion of a store that fills and empties; rainfall-runoff 
 (neuralhydrology's CudaLSTM) carry it as a state. ``CatchmentMemory`` is such a state: an
 LSTM run forward in time over the catchment's days, first the ``history_days`` before the
 window (``pipeline.history``), then the window's, each day's input what the visible values
-say of the catchment (``HydroMAE._memory_inputs``: the catchment means of the visible rain,
+say of the catchment (:func:`memory_inputs`: the catchment means of the visible rain,
 soil moisture and temperature and the share of the catchment they cover, evaporation and
 riverflow where visible, the static attributes). Its state on each day of the window is
 embedded into the decoder's queries of that day's series tokens, beside the mask token, the
@@ -25,6 +25,34 @@ from torch import Tensor, nn
 # to the next, so that the gradient reaches the months before (as CudaLSTM's
 # initial_forget_bias)
 FORGET_BIAS = 3.0
+
+
+def memory_inputs(
+    weather: Tensor,
+    series: list[tuple[Tensor, Tensor, Tensor]],
+    attributes: Tensor,
+    before: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    """The memory's inputs ``[B, H + T, F]``. A day of the window: its catchment weather
+    ``weather [B, T, 2k]`` (per image modality the visible mean and the share of the
+    catchment it covers), then per series of ``series`` (evaporation, riverflow: values and
+    validity ``[B, T, 1]``, mask ``[B, T]``) its value and a flag where visible, 0 and 0
+    where not. A day before the window (``before``: ``pipeline.history.HISTORY_FEATURES``,
+    normalised, 0 where invalid, and their validity, ``[B, H, k + 1]`` each): the same
+    columns, the whole catchment's mean with its validity as the share or flag, riverflow
+    never given. Every day ends with the static ``attributes [B, 2A]``."""
+    columns = [weather]
+    for x, v, mask in series:
+        seen = (v[..., 0] > 0) & ~mask  # [B, T]
+        columns += [torch.where(seen, x[..., 0], 0.0)[..., None], seen.float()[..., None]]
+    days = torch.cat(columns, dim=-1)  # [B, T, 2k + 2 * len(series)]
+    if before is not None:
+        x, valid = before
+        known = torch.stack([x, valid.float()], dim=-1).flatten(2)  # [B, H, 2(k + 1)]
+        unknown = days.new_zeros(*known.shape[:2], days.shape[-1] - known.shape[-1])
+        days = torch.cat([torch.cat([known, unknown], dim=-1), days], dim=1)
+    static = attributes[:, None, :].expand(-1, days.shape[1], -1)  # [B, H + T, 2A]
+    return torch.cat([days, static], dim=-1)
 
 
 class CatchmentMemory(nn.Module):

@@ -47,7 +47,7 @@ from training.hints import DecoderHints, Parts, catchment_weather
 from training.layers import Block, TokenPositions
 from training.loss import LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
-from training.memory import CatchmentMemory
+from training.memory import CatchmentMemory, memory_inputs
 
 DECODERS = ("mae", "cross")
 PRESETS = ("tiny", "small", "full")
@@ -145,6 +145,8 @@ class Encoded(NamedTuple):
     restore: dict[str, Restore]  # per group, how to put its tokens back in place
     parts: dict[str, Parts]  # per group, values and validity [B, L, w], mask [B, L]
     weather: Tensor  # [B, T, 2k] the day's catchment weather (training.hints.catchment_weather)
+    attributes: Tensor  # [B, 2A] the static attributes' signed log and validity
+    before: tuple[Tensor, Tensor] | None  # the history [B, H, F] (normalised) and validity
 
 
 class HydroMAE(nn.Module):
@@ -269,10 +271,11 @@ class HydroMAE(nn.Module):
             )
         return torch.zeros(batch["evap"].shape[0], self.static.in_features, device=self.device)
 
-    def _static(self, batch: dict) -> Tensor:
-        """The static-attribute token ``[B, 1, D]``, with the history's summary added."""
-        token = self.static(self._attributes(batch))[:, None, :]
-        return token + self._history(batch) if self.cfg.history_days else token
+    def _static(self, attributes: Tensor, before: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The static-attribute token ``[B, 1, D]`` from ``attributes [B, 2A]``, with the
+        summary of the history ``before`` (:meth:`_history_values`) added."""
+        token = self.static(attributes)[:, None, :]
+        return token if before is None else token + self._history(*before)
 
     def _history_values(self, batch: dict) -> tuple[Tensor, Tensor]:
         """The catchment's weather before the window in normalised units, 0 where invalid,
@@ -297,34 +300,14 @@ class HydroMAE(nn.Module):
         )  # [B, H, F], 0 where invalid
         return x, valid
 
-    def _history(self, batch: dict) -> Tensor:
-        """The catchment's weather before the window, ``history [B, H, F]``, as ``[B, 1, D]``:
-        per bin of ``history_bin`` days, each feature's mean normalised value over its valid
-        days and the share of days valid, through a small MLP."""
-        x, valid = self._history_values(batch)
+    def _history(self, x: Tensor, valid: Tensor) -> Tensor:
+        """The catchment's weather before the window, ``x [B, H, F]`` (normalised, 0 where
+        not ``valid``), as ``[B, 1, D]``: per bin of ``history_bin`` days, each feature's
+        mean over its valid days and the share of days valid, through a small MLP."""
         b, f, k = x.shape[0], len(HISTORY_FEATURES), self.cfg.history_bin
         count = valid.float().reshape(b, -1, k, f).sum(2)  # [B, H/k, F]
         mean = x.reshape(b, -1, k, f).sum(2) / count.clamp_min(1.0)
         return self.history(torch.cat([mean, count / k], dim=-1).flatten(1))[:, None, :]
-
-    def _memory_inputs(self, batch: dict, parts: dict[str, Parts], weather: Tensor) -> Tensor:
-        """The catchment memory's inputs ``[B, H + T, F]``: per day the catchment weather
-        (mean and share covered, for rain, soil moisture and temperature), evaporation's and
-        riverflow's value and flag where visible, the static attributes. Before the window
-        (``history``) the weather is the whole catchment's, its share 1 where the day is
-        valid, and riverflow is never given."""
-        series = []
-        for name in VECTOR_MODALITIES:
-            x, v, mask = parts[name]  # [B, T, 1] x2, [B, T]
-            seen = (v[..., 0] > 0) & ~mask
-            series += [torch.where(seen, x[..., 0], 0.0), seen.float()]
-        days = torch.cat([weather, torch.stack(series, dim=-1)], dim=-1)  # [B, T, 6 + 4]
-        if self.cfg.history_days:
-            x, valid = self._history_values(batch)  # [B, H, 4]: precip, soil, temp, evap
-            before = torch.stack([x, valid.float()], dim=-1).flatten(2)  # [B, H, 8]
-            days = torch.cat([torch.cat([before, torch.zeros_like(before[..., :2])], -1), days], 1)
-        static = self._attributes(batch)[:, None, :].expand(-1, days.shape[1], -1)
-        return torch.cat([days, static], dim=-1)
 
     @property
     def device(self) -> torch.device:
@@ -348,6 +331,8 @@ class HydroMAE(nn.Module):
             [(mods, parts[n]) for n, mods in self.groups if n in self.image_groups],
             batch, days, self.geometry.patch_pixels,
         )  # fmt: skip  # [B, T, 6]
+        attributes = self._attributes(batch)  # [B, 2A]
+        before = self._history_values(batch) if self.cfg.history_days else None
         encoded, restore, keys = [], {}, []
         image: tuple[Tensor, Tensor, Tensor] | None = None
         for name, mods in self.groups:
@@ -391,22 +376,24 @@ class HydroMAE(nn.Module):
             encoded.append(tokens)
             keys.append(~pad)
             restore[name] = Restore(order, counts, mask, keep, tokens.shape[1], everything)
-        h = torch.cat([self._static(batch), *encoded], dim=1)  # [B, 1 + S, D]
+        h = torch.cat([self._static(attributes, before), *encoded], dim=1)  # [B, 1 + S, D]
         attend = torch.cat([torch.ones_like(keys[0][:, :1]), *keys], dim=1)  # [B, 1 + S]
         attend = None if bool(attend.all()) else attend
         for block in self.blocks:
             h = block(h, keys=attend)
-        return Encoded(self.norm(h), restore, parts, weather)
+        return Encoded(self.norm(h), restore, parts, weather, attributes, before)
 
     def forward_decoder(self, batch: dict, encoded: Encoded) -> Decoded:
         """Per group: predictions ``[B, L, w]``, where they were made ``[B, L]`` (bool) and
         (with hints) the learned mix of the hints they started from ``[B, L, w]``."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        h, restore, parts, weather = encoded
+        h, restore, parts, weather, attributes, before = encoded
         terms = {}
         if self.cfg.memory:  # per series group [B, T, Dd]
-            terms = self.memory(self._memory_inputs(batch, parts, weather), weather.shape[1])
+            series = [parts[name] for name in VECTOR_MODALITIES]
+            inputs = memory_inputs(weather, series, attributes, before)  # [B, H + T, F]
+            terms = self.memory(inputs, weather.shape[1])
         return self.decoder(batch, h, restore, parts, weather, terms)
 
     def forward_loss(
