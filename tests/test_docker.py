@@ -30,6 +30,7 @@ import netCDF4
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import SMALL_H, SMALL_W, small_land_mask, write_haduk_file
 
@@ -422,6 +423,8 @@ class Container:
         return "\n".join(lines) + "\n"
 
     def map_value(self, key: str, value: Any, where: Path) -> Any:
+        if isinstance(value, dict):
+            return {k: self.map_value(key, v, where) for k, v in value.items()}
         if isinstance(value, list):
             return [self.map_value(key, v, where) for v in value]
         if isinstance(value, str) and value.startswith("/"):
@@ -436,6 +439,8 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
@@ -480,6 +485,10 @@ def test_compose_commands_run_with_their_configs(compose, tmp_path):
     assert (run / "checkpoint.pt").is_file()
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in s for s in steps) and max(s["step"] for s in steps) == 2
+    # the recipe of train.toml is the one trained (the memory over the year of history)
+    model_cfg = torch.load(run / "checkpoint.pt", weights_only=False)["model_config"]
+    assert model_cfg["memory"] == train_cfg["memory"]
+    assert model_cfg["history_days"] == train_cfg["history_days"]
 
 
 def test_compose_configs_hold_only_known_settings():

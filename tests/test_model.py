@@ -457,3 +457,25 @@ def test_a_physical_flow_loss_is_the_mse_in_mm_per_day_over_the_flow_variance(sm
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     with pytest.raises(ValueError, match="denormalize"):
         mae_loss(out, model.groups, geometry.patch_pixels, cfg)
+
+
+def test_a_catchment_flow_loss_scales_each_sample_by_its_own_catchments_spread(small_mask_path):
+    batch, geometry = make_batch(small_mask_path)
+    model = model_for(geometry, "cross")
+    out = model(batch)
+    stds = torch.tensor([0.5, 2.0, 4.0])
+    catchment = torch.tensor([2, 0, 1, -1])  # the last: padding, never out of range
+    cfg = LossConfig(flow_units="catchment", catchment_flow_std=stds, nse_eps=0.1)
+    _, per = model.forward_loss(out, cfg, catchment)
+    flow = out["riverflow"]
+    norm = model.normalizer
+    scale = torch.tensor([4.1, 0.6, 2.1, 0.6]).view(-1, 1, 1)
+    error = (
+        norm.denormalize("riverflow", flow["pred"]) - norm.denormalize("riverflow", flow["target"])
+    ) / scale
+    scored = (flow["mask"] & flow["predicted"])[..., None] & flow["valid"]
+    torch.testing.assert_close(per["riverflow"], (error**2)[scored].mean())
+    _, pooled = model.forward_loss(out, LossConfig(flow_units="physical", flow_std=0.6))
+    assert not torch.isclose(per["riverflow"], pooled["riverflow"])  # the scale is per sample
+    with pytest.raises(ValueError, match="catchment"):
+        model.forward_loss(out, cfg)  # the samples' catchments are needed

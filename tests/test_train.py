@@ -14,15 +14,19 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from hydromae.cli import main
 from pipeline import config
+from pipeline.manifest import Manifest
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES
+from pipeline.store import open_store
 from preprocessing.job import run_job
 from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
+from training.fit_baselines import training_flow_std, training_flow_stds
 
 STEPS = 6
 
@@ -250,11 +254,11 @@ def test_half_precision_grids_train_to_nearly_the_same_losses(data, tmp_path, ca
     assert "image_dtype 'float16' needs layout 'windows'" in err and "Traceback" not in err
 
 
-def test_a_model_with_history_memory_and_a_physical_flow_loss_trains_resumes_and_evaluates(
+def test_a_model_with_history_memory_and_a_catchment_flow_loss_trains_resumes_and_evaluates(
     data, tmp_path
 ):
     run = tmp_path / "run"
-    history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "physical",
+    history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "catchment",
                "--strategies", "seed=0.5", "withhold=0.5"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0
     assert main([*train_args(data, run), "--steps", "3", "--resume", *history]) == 0
@@ -269,3 +273,13 @@ def test_a_model_with_history_memory_and_a_physical_flow_loss_trains_resumes_and
     assert result["history_days"] == 20
     flow = result["strategies"]["simulate"]["riverflow"]
     assert all(math.isfinite(flow[m]["physical"]["rmse"]) for m in ("model", "regression"))
+
+
+def test_the_catchment_flow_spreads_are_each_catchments_training_standard_deviation(data):
+    manifest = Manifest.read(data)
+    store = open_store(data)
+    flow = store["riverflow"].sel(time=slice("2000-01-01", "2000-03-20")).values  # [days, C]
+    stds = training_flow_stds(data, manifest)
+    assert stds.shape == (flow.shape[1],)
+    np.testing.assert_allclose(stds, np.nanstd(flow, axis=0), rtol=1e-5)
+    assert training_flow_std(data, manifest) == pytest.approx(float(np.nanstd(flow)), rel=1e-6)

@@ -36,16 +36,39 @@ def training_rows(store, manifest: Manifest) -> np.ndarray:
     )
 
 
-def training_flow_std(data: Path, manifest: Manifest) -> float:
-    """The standard deviation (mm/day) of the gauged catchments' riverflow over the
-    training period: the scale of ``LossConfig.flow_units = "physical"``."""
+def _training_flow(data: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarray, float]:
+    """The store's riverflow over the training period ``[days, C]`` (mm/day), the gauged
+    catchments' indices, and their pooled standard deviation (mm/day)."""
     store = open_store(data)
     flow = store["riverflow"].values[training_rows(store, manifest)]  # [days, C]
     gauged = np.setdiff1d(np.arange(flow.shape[1]), holdout_indices(manifest))
     std = float(np.nanstd(flow[:, gauged]))
     if not np.isfinite(std) or std <= 0:
         raise ValueError(f"{data}: the training period has no riverflow spread to scale by")
-    return std
+    return flow, gauged, std
+
+
+def training_flow_std(data: Path, manifest: Manifest) -> float:
+    """The standard deviation (mm/day) of the gauged catchments' riverflow over the
+    training period, pooled: the scale of ``LossConfig.flow_units = "physical"``."""
+    return _training_flow(data, manifest)[2]
+
+
+def training_flow_stds(data: Path, manifest: Manifest) -> np.ndarray:
+    """Each catchment's standard deviation (mm/day) of its riverflow over the training
+    period, ``[C]`` float32 in the store's order: the scale of ``LossConfig.flow_units =
+    "catchment"``. A held-out catchment, or one without a spread, gets the pooled value
+    (training never scores a held-out one)."""
+    flow, gauged, std = _training_flow(data, manifest)
+    stds = np.full(flow.shape[1], std, dtype=np.float32)
+    values = flow[:, gauged].astype(np.float64)
+    seen = np.isfinite(values)
+    count = seen.sum(0)
+    mean = np.where(seen, values, 0).sum(0) / np.maximum(count, 1)
+    own = np.sqrt(np.where(seen, (values - mean) ** 2, 0).sum(0) / np.maximum(count, 1))
+    usable = (count > 1) & (own > 0)
+    stds[gauged[usable]] = own[usable]
+    return stds
 
 
 def fit_climatology(data: Path, manifest: Manifest, norm: Normalizer) -> dict[str, Climatology]:

@@ -12,6 +12,11 @@ With ``flow_units = "physical"`` riverflow's squared errors are taken in mm/day 
 divided by the training flow's variance (``flow_std`` squared): a pooled NSE loss. Flow
 is normalised after ``log1p``, so the default loss weighs a low flow's relative error as
 much as a flood's; NSE, the hydrologist's score, is dominated by the floods.
+
+With ``flow_units = "catchment"`` each sample's riverflow errors (mm/day) are divided by its
+own catchment's training spread plus ``nse_eps`` (``catchment_flow_std[catchment_index]``):
+a per-catchment NSE loss, as neuralhydrology's NSE loss, so that a wet catchment's floods
+do not outweigh a dry catchment's whole record.
 """
 
 from __future__ import annotations
@@ -30,8 +35,12 @@ class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 1.0))
     norm_pix_loss: bool = False
     variance_floor: float = 1e-2  # in normalised units squared
-    flow_units: str = "normalised"  # or "physical": riverflow's errors in mm/day / flow_std
+    # "physical": riverflow's errors in mm/day / flow_std; "catchment": in mm/day over
+    # (catchment_flow_std[catchment] + nse_eps)
+    flow_units: str = "normalised"
     flow_std: float = 1.0  # mm/day, the training flow's standard deviation
+    catchment_flow_std: Tensor | None = None  # [C] mm/day, each catchment's
+    nse_eps: float = 0.1  # mm/day
     # normalised values beyond this are clipped before turning physical (exp overflow)
     flow_clip: float = 8.0
 
@@ -58,9 +67,12 @@ def mae_loss(
     patch_pixels: int,
     cfg: LossConfig,
     denormalize: Callable[[str, Tensor], Tensor] | None = None,
+    catchment: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss (a scalar) and each modality's mean squared error (detached scalars).
-    ``denormalize(name, x)`` (physical units) is needed for ``flow_units = "physical"``."""
+    ``denormalize(name, x)`` (physical units) is needed for ``flow_units`` "physical" and
+    "catchment", and the samples' ``catchment`` ``[B]`` (long, -1 for padding) for the
+    latter."""
     total = None
     per_modality: dict[str, Tensor] = {}
     for group, m, cols in modality_slices(groups, patch_pixels):
@@ -68,12 +80,8 @@ def mae_loss(
         pred, target, valid = g["pred"][..., cols], g["target"][..., cols], g["valid"][..., cols]
         if cfg.norm_pix_loss and m in IMAGE_MODALITIES:
             target = _standardise(target, valid, cfg.variance_floor)
-        if m == "riverflow" and cfg.flow_units == "physical":
-            if denormalize is None:
-                raise ValueError("flow_units 'physical' needs the normalizer's denormalize")
-            clip = cfg.flow_clip
-            pred = denormalize(m, pred.clamp(-clip, clip)) / cfg.flow_std
-            target = denormalize(m, target.clamp(-clip, clip)) / cfg.flow_std
+        if m == "riverflow" and cfg.flow_units != "normalised":
+            pred, target = _flow_scaled(pred, target, cfg, denormalize, catchment)
         scored = (g["mask"] & g["predicted"])[..., None] & valid  # [B, L, w]
         count = scored.sum()
         sq = torch.where(scored, (pred - target) ** 2, torch.zeros_like(pred))
@@ -83,3 +91,32 @@ def mae_loss(
         total = term if total is None else total + term
     assert total is not None
     return total, per_modality
+
+
+def _flow_scaled(
+    pred: Tensor,
+    target: Tensor,
+    cfg: LossConfig,
+    denormalize: Callable[[str, Tensor], Tensor] | None,
+    catchment: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Riverflow's ``pred`` and ``target`` ``[B, L, 1]`` in mm/day over the scale of
+    ``cfg.flow_units``: the pooled ``flow_std`` or each sample's catchment's."""
+    if denormalize is None:
+        raise ValueError(f"flow_units {cfg.flow_units!r} needs the normalizer's denormalize")
+    if cfg.flow_units == "physical":
+        scale: Tensor | float = cfg.flow_std
+    elif cfg.flow_units == "catchment":
+        if cfg.catchment_flow_std is None or catchment is None:
+            raise ValueError(
+                "flow_units 'catchment' needs catchment_flow_std and the samples' catchments"
+            )
+        stds = cfg.catchment_flow_std.to(pred.device, pred.dtype)
+        scale = (stds[catchment.clamp_min(0)] + cfg.nse_eps).view(-1, 1, 1)  # [B, 1, 1]
+    else:
+        raise ValueError(f"unknown flow_units {cfg.flow_units!r}")
+    clip = cfg.flow_clip
+    return (
+        denormalize("riverflow", pred.clamp(-clip, clip)) / scale,
+        denormalize("riverflow", target.clamp(-clip, clip)) / scale,
+    )

@@ -397,11 +397,17 @@ class HydroMAE(nn.Module):
         return self.decoder(batch, h, restore, parts, weather, terms)
 
     def forward_loss(
-        self, out: dict[str, dict[str, Tensor]], cfg: LossConfig
+        self, out: dict[str, dict[str, Tensor]], cfg: LossConfig, catchment: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The masked loss of :meth:`forward`'s output (``training.loss.mae_loss``)."""
+        """The masked loss of :meth:`forward`'s output (``training.loss.mae_loss``);
+        ``catchment`` ``[B]``: the batch's ``catchment_index``."""
         return mae_loss(
-            out, self.groups, self.geometry.patch_pixels, cfg, self.normalizer.denormalize
+            out,
+            self.groups,
+            self.geometry.patch_pixels,
+            cfg,
+            self.normalizer.denormalize,
+            catchment,
         )
 
     def forward(self, batch: dict) -> dict[str, dict[str, Tensor]]:

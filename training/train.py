@@ -36,7 +36,7 @@ from pipeline.schema import MODALITIES
 from training import checkpoint
 from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
 from training.device import pick_device, to_device
-from training.fit_baselines import training_flow_std
+from training.fit_baselines import training_flow_std, training_flow_stds
 from training.loss import LossConfig
 from training.model import HydroMAE
 from training.optim import adamw, warmup_cosine
@@ -64,6 +64,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     manifest = Manifest.read(cfg.data)
     if loss_cfg.flow_units == "physical":
         loss_cfg.flow_std = training_flow_std(cfg.data, manifest)
+    elif loss_cfg.flow_units == "catchment":
+        loss_cfg.catchment_flow_std = torch.from_numpy(training_flow_stds(cfg.data, manifest))
     if main:
         check_run_dir(out, cfg.resume)
         out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
                 with autocast, sync:
                     groups = model(batch)
-                    loss, per = raw_model.forward_loss(groups, loss_cfg)
+                    loss, per = raw_model.forward_loss(groups, loss_cfg, batch["catchment_index"])
                     (loss / cfg.accumulate).backward()
                 total += loss.item() / cfg.accumulate
                 for k, v in per.items():
@@ -299,7 +301,8 @@ def validate(
         for i, batch in enumerate(loader):
             if batches and i >= batches:
                 break
-            loss, per = model.forward_loss(model(to_device(batch, device)), loss_cfg)
+            batch = to_device(batch, device)
+            loss, per = model.forward_loss(model(batch), loss_cfg, batch["catchment_index"])
             sums += torch.tensor([1.0, loss.item(), *(per[m].item() for m in MODALITIES)])
     model.train()
     if ddp:

@@ -101,9 +101,11 @@ class TrainConfig:
     flow_loss: str = field(
         default="normalised",
         metadata={
-            "choices": ("normalised", "physical"),
-            "help": "riverflow's squared errors in normalised log1p units, or in mm/day over "
-            "the training flow's variance (a pooled NSE loss, weighing floods as NSE does)",
+            "choices": ("normalised", "physical", "catchment"),
+            "help": "riverflow's squared errors in normalised log1p units; in mm/day over "
+            "the training flow's variance (physical: a pooled NSE loss, weighing floods as "
+            "NSE does); or in mm/day over each catchment's own training spread (catchment: "
+            "a per-catchment NSE loss, as neuralhydrology's)",
         },
     )
     hints: bool = field(
