@@ -14,6 +14,7 @@ The store is read one window of days at a time (bounded memory).
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +62,10 @@ def training_flow_stds(data: Path, manifest: Manifest) -> np.ndarray:
     (training never scores a held-out one)."""
     flow, gauged, std = _training_flow(data, manifest)
     stds = np.full(flow.shape[1], std, dtype=np.float32)
-    values = flow[:, gauged].astype(np.float64)
-    seen = np.isfinite(values)
-    count = seen.sum(0)
-    mean = np.where(seen, values, 0).sum(0) / np.maximum(count, 1)
-    own = np.sqrt(np.where(seen, (values - mean) ** 2, 0).sum(0) / np.maximum(count, 1))
-    usable = (count > 1) & (own > 0)
+    with warnings.catch_warnings():  # a catchment without a valid day: NaN, replaced below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        own = np.nanstd(flow[:, gauged], axis=0)
+    usable = np.isfinite(own) & (own > 0)
     stds[gauged[usable]] = own[usable]
     return stds
 

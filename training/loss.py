@@ -39,7 +39,7 @@ class LossConfig:
     # (catchment_flow_std[catchment] + nse_eps)
     flow_units: str = "normalised"
     flow_std: float = 1.0  # mm/day, the training flow's standard deviation
-    catchment_flow_std: Tensor | None = None  # [C] mm/day, each catchment's
+    catchment_flow_std: Tensor | None = None  # [C] mm/day, each catchment's, on the device
     nse_eps: float = 0.1  # mm/day
     # normalised values beyond this are clipped before turning physical (exp overflow)
     flow_clip: float = 8.0
@@ -111,8 +111,8 @@ def _flow_scaled(
             raise ValueError(
                 "flow_units 'catchment' needs catchment_flow_std and the samples' catchments"
             )
-        stds = cfg.catchment_flow_std.to(pred.device, pred.dtype)
-        scale = (stds[catchment.clamp_min(0)] + cfg.nse_eps).view(-1, 1, 1)  # [B, 1, 1]
+        stds = cfg.catchment_flow_std[catchment.clamp_min(0)]  # [B]
+        scale = (stds + cfg.nse_eps).view(-1, 1, 1)  # [B, 1, 1]
     else:
         raise ValueError(f"unknown flow_units {cfg.flow_units!r}")
     clip = cfg.flow_clip

@@ -65,7 +65,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     if loss_cfg.flow_units == "physical":
         loss_cfg.flow_std = training_flow_std(cfg.data, manifest)
     elif loss_cfg.flow_units == "catchment":
-        loss_cfg.catchment_flow_std = torch.from_numpy(training_flow_stds(cfg.data, manifest))
+        stds = torch.from_numpy(training_flow_stds(cfg.data, manifest))
+        loss_cfg.catchment_flow_std = stds.to(device)  # once, not per step
     if main:
         check_run_dir(out, cfg.resume)
         out.mkdir(parents=True, exist_ok=True)
