@@ -85,6 +85,34 @@ def test_error_sums_and_catchment_scores():
     assert s["nse_catchments"] == 1 and 0.9 < s["nse_median"] < 1.0
 
 
+@pytest.mark.parametrize("m", ["precip", "riverflow"])
+def test_scores_of_the_gathered_positions_equal_the_masked_sums_over_whole_tensors(m):
+    """``score`` gathers the scored positions once and sums their errors only: the same
+    counts and sums (to float rounding) as masking the whole tensors, in both units."""
+    from pipeline.normalize import Normalizer, VariableStats
+    from training.scoring import Positions, score
+
+    norm = Normalizer({m: VariableStats("log1p", 0.5, 0.8)})
+    g = torch.Generator().manual_seed(0)
+    shape = (3, 20, 7, 4) if m == "precip" else (3, 20)
+    truth, pred = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    scored = torch.rand(shape, generator=g) < 0.6
+    physical = torch.where(scored, norm.denormalize(m, truth), float("nan"))  # NaN unscored
+    catchment = torch.tensor([0, 2, 2])
+    got = score(m, pred, Positions.of(scored, truth, physical), catchment, norm, full=False)
+    expected = ErrorSums(), ErrorSums()
+    expected[0].add(pred, truth, scored)
+    expected[1].add(norm.denormalize(m, pred), physical, scored)
+    for sums, want in zip((got.normalised, got.physical), expected, strict=True):
+        assert sums.count == want.count == int(scored.sum())
+        assert sums.squared == pytest.approx(want.squared, rel=1e-9)
+        assert sums.absolute == pytest.approx(want.absolute, rel=1e-9)
+    assert (got.prediction is None) == (m != "riverflow")  # riverflow's kept for its records
+    if m == "riverflow":
+        assert sorted(got.flows.obs) == [0, 2]
+        assert sum(map(len, got.flows.obs.values())) == int(scored.sum())
+
+
 def test_climatology_of_a_record_with_a_seasonal_gap_is_its_mean():
     """A gauge with no flow from April to October in its training record: harmonics fitted
     on the winter alone would extrapolate wildly into the summer; its mean is used."""

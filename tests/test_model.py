@@ -479,3 +479,45 @@ def test_a_catchment_flow_loss_scales_each_sample_by_its_own_catchments_spread(s
     assert not torch.isclose(per["riverflow"], pooled["riverflow"])  # the scale is per sample
     with pytest.raises(ValueError, match="catchment"):
         model.forward_loss(out, cfg)  # the samples' catchments are needed
+
+
+@pytest.mark.parametrize("decoder", ["mae", "cross"])
+def test_a_gated_mix_starts_as_the_plain_mix_and_learns_a_weight_per_position(
+    small_mask_path, decoder
+):
+    """``gated_mix``: zero at first (the same predictions as one mix per group, from the
+    same weights); once trained, each masked position's mix of the fills differs, and it
+    still reads visible values only."""
+    batch, geometry = make_batch(small_mask_path)
+    plain = model_for(geometry, decoder).eval()
+    gated = model_for(geometry, decoder, gated_mix=True).eval()
+    missing = gated.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(".gate." in key for key in missing)
+    with torch.no_grad():
+        before, out = plain(batch), gated(batch)
+    for name in out:
+        torch.testing.assert_close(out[name]["pred"], before[name]["pred"])
+    gated.train()
+    loss_of(gated, batch).backward()
+    assert float(gated.decoder.hints.gate["image"].weight.grad.abs().sum()) > 0
+    gated.eval()
+    with torch.no_grad():
+        for layer in gated.decoder.hints.gate.values():
+            layer.weight.normal_(0, 0.5)
+        out = gated(batch)
+        changed = gated(with_masked_values_changed(batch))
+    image = out["image"]
+    masked = image["mask"] & image["predicted"]  # [B, L]
+    # the mix is no longer one weighted sum of the fills: recover each position's weights
+    # of interpolation against neighbours for precipitation, they must differ
+    hint = gated.decoder.hints.fills(
+        IMAGE_MODALITIES, *gated.forward_encoder(batch).parts["image"], days=T
+    )
+    p = geometry.patch_pixels
+    mix, interp, near = image["mix"][..., :p], hint[:, :, 0, :p], hint[:, :, 1, :p]
+    spread = (interp - near).abs().amax(-1) > 1e-3  # [B, L]
+    rows = masked & spread
+    weight = ((mix - near) * (interp - near)).sum(-1) / ((interp - near) ** 2).sum(-1)
+    assert rows.sum() > 3 and float(weight[rows].std()) > 1e-2
+    for name in out:
+        assert torch.equal(out[name]["pred"], changed[name]["pred"])

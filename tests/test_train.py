@@ -231,6 +231,8 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     run = tmp_path / "run"
     assert main([*train_args(data, run), "--steps", "1", "--norm-pix-loss"]) == 2
     assert "--no-hints" in capsys.readouterr().err
+    assert main([*train_args(data, run), "--steps", "1", "--gated-mix", "--no-hints"]) == 2
+    assert "--gated-mix gates the hints' mix" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
     assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
     assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())
@@ -254,17 +256,17 @@ def test_half_precision_grids_train_to_nearly_the_same_losses(data, tmp_path, ca
     assert "image_dtype 'float16' needs layout 'windows'" in err and "Traceback" not in err
 
 
-def test_a_model_with_history_memory_and_a_catchment_flow_loss_trains_resumes_and_evaluates(
+def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_resumes_evaluates(
     data, tmp_path
 ):
     run = tmp_path / "run"
     history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "catchment",
-               "--strategies", "seed=0.5", "withhold=0.5"]  # fmt: skip
+               "--gated-mix", "--strategies", "seed=0.5", "withhold=0.5"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0
     assert main([*train_args(data, run), "--steps", "3", "--resume", *history]) == 0
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["model_config"]["history_days"] == 20 and state["step"] == 3
-    assert state["model_config"]["memory"]
+    assert state["model_config"]["memory"] and state["model_config"]["gated_mix"]
     out = tmp_path / "metrics.json"
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(out),
             "--no-plots", "--no-progress"]  # fmt: skip

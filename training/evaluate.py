@@ -46,6 +46,7 @@ from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
 from training.plots import draw_examples, plot_holdout
 from training.scoring import (
+    Positions,
     SameMasks,
     Scores,
     hidden_of,
@@ -138,7 +139,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 passes += int(rows.sum())
                 phys = score_batch(
                     batch, seen, strategy, rows, model, clim, regressions, scores, same,
-                    valid_idx, adjacency,
+                    valid_idx, adjacency, full=i == 0,
                 )  # fmt: skip
                 if i == 0:
                     shown.update({(strategy, m, k): v for (m, k), v in phys.items()})
@@ -191,10 +192,12 @@ def score_batch(
     same: SameMasks,
     valid_idx: torch.Tensor,
     adjacency: torch.Tensor,
+    full: bool,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Score one strategy's batch; return every prediction in physical units. The
-    baselines of a modality whose masks an earlier strategy of the batch left the same are
-    not computed again (``same``): their scores are the same."""
+    """Score one strategy's batch; return the predictions in physical units (riverflow's,
+    and with ``full`` every modality's: the pictures draw the first batch). The baselines
+    of a modality whose masks an earlier strategy of the batch left the same are not
+    computed again (``same``): their scores are the same."""
     norm = model.normalizer
     shapes = {m: batch[m].shape for m in MODALITIES}
     truth = same.get(("truths",), lambda: truths(batch, norm, MODALITIES))
@@ -214,17 +217,19 @@ def score_batch(
         scored = valid & hidden & rows.view(-1, *([1] * (valid.dim() - 1)))
         if not scored.any():
             continue
+        where = Positions.of(scored, truth[m], batch[m])
         for method, pred in preds[m].items():
-            result = score(m, pred, truth[m], batch[m], scored, catchment, norm)
+            result = score(m, pred, where, catchment, norm, full)
             scores.add(strategy, m, method, result)
-            phys[(m, method)] = result.prediction
+            if result.prediction is not None:
+                phys[(m, method)] = result.prediction
         inputs = (m, strategy == HOLDOUT, rows, seen[f"{m}_mask"], seen[f"{m}_valid"])
         if m == "riverflow":  # the regressions read the visible rain and evaporation
             inputs += tuple(seen[k] for k in ("precip_mask", "evap_mask", "evap_valid"))
         baselines = same.get(
             inputs,
-            lambda m=m, masked=masked, hidden=hidden, scored=scored: {
-                method: score(m, pred, truth[m], batch[m], scored, catchment, norm)
+            lambda m=m, masked=masked, hidden=hidden, where=where: {
+                method: score(m, pred, where, catchment, norm, full)
                 for method, pred in baseline_predictions(
                     batch, seen, strategy, m, truth[m], masked, hidden, clim, regressions,
                     norm, valid_idx, adjacency, same,
@@ -233,7 +238,8 @@ def score_batch(
         )  # fmt: skip
         for method, result in baselines.items():
             scores.add(strategy, m, method, result)
-            phys[(m, method)] = result.prediction
+            if result.prediction is not None:
+                phys[(m, method)] = result.prediction
     return phys
 
 

@@ -69,6 +69,7 @@ class DecoderHints(nn.Module):
         patch_pixels: int,
         decoder_dim: int,
         weather: int,
+        gated: bool = False,
     ) -> None:
         super().__init__()
         self.groups, self.image_groups = groups, image_groups
@@ -89,6 +90,14 @@ class DecoderHints(nn.Module):
                 for n, mods in groups
             }
         )
+        self.gate = None
+        if gated:  # decoder token -> a change of each kind's weight per modality, zero at first
+            self.gate = nn.ModuleDict(
+                {n: nn.Linear(decoder_dim, kinds[n] * len(mods)) for n, mods in groups}
+            )
+            for layer in self.gate.values():
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(
         self, batch: dict, parts: dict[str, Parts], weather: Tensor
@@ -149,11 +158,16 @@ class DecoderHints(nn.Module):
         daily = daily / w.sum(-1, keepdim=True).clamp_min(1e-6)
         return torch.stack([F.pad(daily, (k, 0))[:, :days] for k in range(RAIN_LAGS + 1)], -1)
 
-    def query(self, name: str, hint: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+    def query(self, name: str, hint: Tensor, extra: Tensor) -> Tensor:
         """A hint ``[B, S, kinds, w]`` with its extra features ``[B, S, c]`` as a decoder
-        query term ``[B, S, Dd]``, and the output's starting point ``[B, S, w]`` (the
-        learned mix of the hint's kinds)."""
+        query term ``[B, S, Dd]``."""
+        return self.embed[name](torch.cat([hint.flatten(2), extra], dim=-1))
+
+    def start(self, name: str, hint: Tensor, x: Tensor) -> Tensor:
+        """The output's starting point ``[B, S, w]``: the learned mix of a hint's kinds
+        ``[B, S, kinds, w]``, changed per position by the gate on the decoder's output
+        tokens ``x`` ``[B, S, Dd]`` when ``gated``."""
         mix = self.mix[name]  # [kinds, modalities]
-        mix = mix.repeat_interleave(hint.shape[-1] // mix.shape[1], dim=1)  # [kinds, w]
-        term = self.embed[name](torch.cat([hint.flatten(2), extra], dim=-1))
-        return term, (hint * mix).sum(2)
+        if self.gate is not None:
+            mix = mix + self.gate[name](x).view(*x.shape[:2], *mix.shape)  # [B, S, kinds, k]
+        return (hint * mix.repeat_interleave(hint.shape[-1] // mix.shape[-1], dim=-1)).sum(-2)

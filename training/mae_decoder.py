@@ -24,7 +24,7 @@ class MAEDecoder(Decoder):
         terms: dict[str, Tensor],
     ) -> Decoded:
         dd = h.shape[-1]
-        queries, starts, offset = [], {}, 1
+        queries, offset = [], 1
         for name, _ in self.groups:
             order, _, mask, keep, encoded, in_order = restore[name]
             b, length = mask.shape
@@ -41,7 +41,7 @@ class MAEDecoder(Decoder):
             every = torch.arange(length, device=h.device).expand(b, -1)
             seq = seq + self.position(batch, name, every)
             if hints:  # on the mask tokens only; visible positions carry the encoder's
-                query, starts[name] = self.hints.query(name, *hints[name])
+                query = self.hints.query(name, *hints[name])
                 seq = seq + torch.where(mask[..., None], query, 0.0)
             if name in terms:  # the catchment memory's, on the mask tokens too
                 seq = seq + torch.where(mask[..., None], terms[name], 0.0)
@@ -53,8 +53,9 @@ class MAEDecoder(Decoder):
         out, offset = {}, 0
         for (name, _), q in zip(self.groups, queries, strict=True):
             length = q.shape[1]
-            pred = self.head[name](x[:, offset : offset + length])  # [B, L, w]
-            mix = starts.get(name)
+            tokens = x[:, offset : offset + length]  # [B, L, Dd]
+            pred = self.head[name](tokens)  # [B, L, w]
+            mix = self.hints.start(name, hints[name][0], tokens) if hints else None
             out[name] = (pred if mix is None else pred + mix, restore[name].mask, mix)
             offset += length
         return out

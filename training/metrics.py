@@ -21,11 +21,12 @@ class ErrorSums:
     squared: float = 0.0
     absolute: float = 0.0
 
-    def add(self, pred: Tensor, truth: Tensor, scored: Tensor) -> None:
-        """``pred``, ``truth`` and ``scored`` (bool) of one shape; errors in the inputs'
+    def add(self, pred: Tensor, truth: Tensor, scored: Tensor | None = None) -> None:
+        """``pred`` and ``truth`` of one shape, scored where ``scored`` (bool, the same
+        shape; None: everywhere, for values already gathered); errors in the inputs'
         precision, sums accumulated in float64."""
-        err = torch.where(scored, pred - truth, 0.0)  # no boolean gather
-        self.count += int(scored.sum())
+        err = pred - truth if scored is None else torch.where(scored, pred - truth, 0.0)
+        self.count += err.numel() if scored is None else int(scored.sum())
         self.squared += float((err * err).sum(dtype=torch.float64))
         self.absolute += float(err.abs().sum(dtype=torch.float64))
 

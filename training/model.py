@@ -69,6 +69,9 @@ class ModelConfig:
     encoder_tokens: str = field(default="visible", metadata={"choices": ("visible", "all")})
     # mask queries carry the visible values' interpolation in time and neighbours' mean
     hints: bool = True
+    # the hints' mix changed per masked position by a gate on the decoder's output
+    # (training.hints); off: one mix per group
+    gated_mix: bool = False
     # image tokens a day the encoder takes at most when more are visible (the catchment's
     # patches first); 0: the specification's visible count, N_valid - floor(0.75 N_valid)
     image_tokens_per_day: int = 0
@@ -198,7 +201,7 @@ class HydroMAE(nn.Module):
         if cfg.hints:
             hints = DecoderHints(
                 self.groups, self.image_groups, width, valid, geometry.patch_cols, pp,
-                cfg.decoder_dim, weather,
+                cfg.decoder_dim, weather, cfg.gated_mix,
             )  # fmt: skip
         parts = dict(
             groups=self.groups,

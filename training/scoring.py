@@ -92,31 +92,49 @@ def model_predictions(out: dict, groups: list, pixels: int, shapes: dict) -> dic
 @dataclass
 class Scored:
     """One method's scores on one batch: error sums in both units, riverflow per catchment,
-    and the prediction in physical units."""
+    and (when asked for) the prediction in physical units."""
 
     normalised: ErrorSums
     physical: ErrorSums
     flows: FlowRecords | None
-    prediction: Tensor
+    prediction: Tensor | None
+
+
+@dataclass
+class Positions:
+    """One modality's scored positions under one strategy, gathered once for every method:
+    their flat indices ``[M]`` into the values, the truth there in normalised and physical
+    units ``[M]`` each, and the whole ``scored`` mask and physical values (riverflow's
+    per-catchment records read them)."""
+
+    at: Tensor
+    truth: Tensor
+    physical: Tensor
+    scored: Tensor
+    values: Tensor
+
+    @classmethod
+    def of(cls, scored: Tensor, truth: Tensor, physical: Tensor) -> Positions:
+        """``scored`` (bool), ``truth`` (normalised) and ``physical`` of one shape."""
+        at = scored.reshape(-1).nonzero().squeeze(1)
+        return cls(at, truth.reshape(-1)[at], physical.reshape(-1)[at], scored, physical)
 
 
 def score(
-    m: str,
-    pred: Tensor,
-    truth: Tensor,
-    physical: Tensor,
-    scored: Tensor,
-    catchment: Tensor,
-    norm: Normalizer,
+    m: str, pred: Tensor, where: Positions, catchment: Tensor, norm: Normalizer, full: bool
 ) -> Scored:
-    """Score a normalised prediction against ``truth`` (normalised) and ``physical`` (the
-    same values in physical units) where ``scored``."""
-    phys = norm.denormalize(m, pred)
-    out = Scored(ErrorSums(), ErrorSums(), FlowRecords() if m == "riverflow" else None, phys)
-    out.normalised.add(pred, truth, scored)
-    out.physical.add(phys, physical, scored)
-    if out.flows is not None:
-        out.flows.add(catchment, phys, physical, scored)
+    """Score a normalised prediction at the scored positions ``where``: the errors of the
+    gathered values only, in both units. ``full``: also keep the whole prediction in
+    physical units (always for riverflow, whose records are per catchment)."""
+    values = pred.reshape(-1)[where.at]  # [M]
+    out = Scored(ErrorSums(), ErrorSums(), None, None)
+    out.normalised.add(values, where.truth)
+    out.physical.add(norm.denormalize(m, values), where.physical)
+    if full or m == "riverflow":
+        out.prediction = norm.denormalize(m, pred)
+    if m == "riverflow":
+        out.flows = FlowRecords()
+        out.flows.add(catchment, out.prediction, where.values, where.scored)
     return out
 
 

@@ -115,6 +115,13 @@ class TrainConfig:
             "neighbours' mean (training.model); --no-hints for a plain MAE decoder"
         },
     )
+    gated_mix: bool = field(
+        default=False,
+        metadata={
+            "help": "the hints' mix (interpolation against neighbours) set per masked "
+            "position by a gate on the decoder's output, instead of one mix per group"
+        },
+    )
     history_days: int = field(
         default=0,
         metadata={
@@ -149,6 +156,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.decoder = cfg.decoder
     model_cfg.cross_fraction = cfg.cross_fraction
     model_cfg.hints = cfg.hints
+    model_cfg.gated_mix = cfg.gated_mix
     model_cfg.history_days = cfg.history_days
     model_cfg.memory = cfg.memory
     if cfg.hints and cfg.norm_pix_loss:
@@ -156,6 +164,8 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
             "are in normalised units: add --no-hints"
         )
+    if cfg.gated_mix and not cfg.hints:
+        raise ValueError("--gated-mix gates the hints' mix: it needs the hints (drop --no-hints)")
     return HydroMAE(
         model_cfg, Geometry.from_manifest(manifest, cfg.mask_mode), manifest.normalizer()
     )
