@@ -24,7 +24,7 @@ from pipeline.loader import build_loader
 from pipeline.manifest import Manifest
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES
 from pipeline.strategies import apply
-from training.baselines import interpolate_time, known_in_time, neighbour_mean, patch_neighbours
+from training.baselines import image_fills, patch_neighbours
 from training.checkpoint import load_model
 from training.fit_baselines import holdout_indices
 from training.scoring import hidden_of, model_predictions, truths
@@ -65,8 +65,7 @@ def main() -> None:
             for m in IMAGE_MODALITIES:
                 masked, hidden = hidden_of(seen, m, valid_idx)
                 valid = batch[f"{m}_valid"]
-                interp = interpolate_time(truth[m], known_in_time(valid, hidden))
-                near = neighbour_mean(truth[m], valid & ~hidden, masked, adjacency, interp)
+                interp, near = image_fills(truth[m], valid, masked, adjacency)
                 scored = valid & hidden & rows.view(-1, 1, 1, 1)
                 fills[m] = (truth[m], interp, near, scored)
             yield batch, seen, fills

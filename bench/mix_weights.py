@@ -83,9 +83,8 @@ def main() -> None:
             gate = captured[0].view(b, -1, *mix.shape)  # [B, Q or L, 2, k]
             if gate.shape[1] == t * n:  # MAE's decoder: every position, in order
                 at, real = torch.arange(t * n).expand(b, -1), mask
-            else:  # CrossMAE's: the masked positions, in order, then padding
-                at = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, : gate.shape[1]]
-                real = torch.arange(gate.shape[1])[None] < mask.sum(1, keepdim=True)
+            else:  # CrossMAE's: its queries (in evaluation, every masked position)
+                at, real = model.decoder.queries(mask)
             dist = nearest_visible(hidden).reshape(b, t * n).gather(1, at)
             weights.append((mix + gate)[real])  # [M, 2, k]
             distances.append(dist[real])

@@ -93,6 +93,18 @@ def neighbour_mean(
     return torch.where(masked[..., None], fill, values)
 
 
+def image_fills(
+    values: Tensor, valid: Tensor, masked: Tensor, adjacency: Tensor
+) -> tuple[Tensor, Tensor]:
+    """An image's two fills under the patch-day masks ``masked`` ``[B, T, N]``: linear
+    interpolation in time between the visible days and the visible neighbouring patches'
+    mean that day (the interpolation where none is visible), ``[B, T, N, P]`` each, from
+    ``values``/``valid`` ``[B, T, N, P]`` (values 0 where not valid)."""
+    hidden = masked[..., None]
+    interp = interpolate_time(values, known_in_time(valid, hidden))
+    return interp, neighbour_mean(values, valid & ~hidden, masked, adjacency, interp)
+
+
 def harmonic_design(doy: np.ndarray, harmonics: int = HARMONICS) -> np.ndarray:
     """``[..., 1 + 2 * harmonics]``: a constant and sin/cos of the annual harmonics."""
     angle = 2 * math.pi * np.asarray(doy, dtype=np.float64) / 365.25

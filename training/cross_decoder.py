@@ -22,7 +22,7 @@ class CrossDecoder(Decoder):
         super().__init__(*args, **kwargs)
         self.cross_fraction = cross_fraction
 
-    def _queries(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def queries(self, mask: Tensor) -> tuple[Tensor, Tensor]:
         """The masked positions to query ``[B, Q]`` (a random share of each sample's in
         training) and which of them are real ``[B, Q]`` (the rest is padding)."""
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # masked first
@@ -58,7 +58,7 @@ class CrossDecoder(Decoder):
                 keys.append(torch.arange(encoded, device=h.device)[None] < counts[:, None])
                 at = order[:, :encoded]
             places.append(self.position(batch, name, at) + self.group_embed[name])
-            masked, real = self._queries(mask)  # [B, Q] each
+            masked, real = self.queries(mask)  # [B, Q] each
             picked[name] = (masked, real)
             query = self.mask_token + self.position(batch, name, masked) + self.group_embed[name]
             if hints:  # query [B, Q, Dd]

@@ -36,9 +36,8 @@ from pipeline.schema import IMAGE_MODALITIES, MODALITIES, SPLITS
 from pipeline.strategies import EVALUATION, apply
 from training.baselines import (
     Climatology,
+    image_fills,
     interpolate_time,
-    known_in_time,
-    neighbour_mean,
     patch_neighbours,
 )
 from training.checkpoint import load_model
@@ -260,15 +259,12 @@ def baseline_predictions(
 ) -> dict[str, torch.Tensor]:
     """Every baseline's prediction of a modality, normalised, from what the strategy's
     batch ``seen`` leaves visible."""
-    known = seen[f"{m}_valid"] & ~hidden  # what the encoder could see
-    image = m in IMAGE_MODALITIES
-    in_time = known_in_time(seen[f"{m}_valid"], hidden) if image else known
-    out = {
-        "climatology": season(clim[m], batch["doy"].long().numpy(), batch, truth.shape, image),
-        "interpolation": interpolate_time(truth, in_time),
-    }
+    valid, image = seen[f"{m}_valid"], m in IMAGE_MODALITIES
+    out = {"climatology": season(clim[m], batch["doy"].long().numpy(), batch, truth.shape, image)}
     if image:
-        out["neighbours"] = neighbour_mean(truth, known, masked, adjacency, out["interpolation"])
+        out["interpolation"], out["neighbours"] = image_fills(truth, valid, masked, adjacency)
+    else:  # what the encoder could see
+        out["interpolation"] = interpolate_time(truth, valid & ~hidden)
     if m == "riverflow":
         which = ("pooled",) if strategy == HOLDOUT else ("regression", "pooled")
         visible = same.get(

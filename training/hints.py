@@ -6,7 +6,7 @@ linear interpolation in time between the visible days and, for images, the mean 
 visible neighbouring patches that day. A series' query also carries the catchment's rain
 on its day and the ``RAIN_LAGS`` days before, as the visible values estimate it (rain
 reaches the outlet mostly a day or two later), and the day's catchment weather
-(:func:`catchment_weather`). The prediction starts from a learned mix
+(``training.catchment.catchment_weather``). The prediction starts from a learned mix
 of the fills (``mix``), so the decoder learns a correction to classical gap-filling.
 Hints read visible values only, like the encoder.
 
@@ -22,38 +22,9 @@ from torch import Tensor, nn
 
 from pipeline.schema import IMAGE_MODALITIES
 from training.baselines import interpolate_time, neighbour_mean, patch_neighbours
+from training.catchment import Parts
 
 RAIN_LAGS = 3  # a series' query: the catchment's rain on the day and the 3 days before
-
-Parts = tuple[Tensor, Tensor, Tensor]  # a group's values, validity [B, L, w], mask [B, L]
-
-
-def catchment_weather(
-    image_parts: list[tuple[tuple[str, ...], Parts]], batch: dict, days: int, pixels: int
-) -> Tensor:
-    """Each day's catchment weather as the visible values say it: ``[B, T, 2 * k]`` for the
-    ``k`` image modalities, per modality the ``catchment_weight``-weighted mean of the
-    visible, valid pixels (normalised units; patches with none left out) and the share of
-    the catchment's weight those patches cover (0 on a day none is visible). Zeros without
-    ``catchment_weight``. ``image_parts``: each image group's modalities and (values,
-    validity ``[B, T*N, k*P]``, mask ``[B, T*N]``)."""
-    features = []
-    for mods, (x, v, mask) in image_parts:
-        b, length, _ = x.shape
-        n = length // days
-        xs = x.view(b, days, n, len(mods), pixels)
-        seen = (v.view(xs.shape) > 0) & ~mask.view(b, days, n, 1, 1)  # [B, T, N, k, P]
-        count = seen.sum(-1)  # [B, T, N, k]
-        patch = (xs * seen).sum(-1) / count.clamp_min(1)  # [B, T, N, k]
-        if "catchment_weight" not in batch:
-            features.append(x.new_zeros(b, days, 2 * len(mods)))
-            continue
-        w = batch["catchment_weight"].float()[:, None, :, None]  # [B, 1, N, 1]
-        covered = w * (count > 0)  # [B, T, N, k]
-        mean = (covered * patch).sum(2) / covered.sum(2).clamp_min(1e-6)  # [B, T, k]
-        share = covered.sum(2) / w.sum(2).clamp_min(1e-6)  # [B, T, k]
-        features.append(torch.stack([mean, share], dim=-1).flatten(2))  # [B, T, 2k]
-    return torch.cat(features, dim=-1)
 
 
 class DecoderHints(nn.Module):
@@ -104,7 +75,7 @@ class DecoderHints(nn.Module):
     ) -> dict[str, tuple[Tensor, Tensor]]:
         """Per group: the hint ``[B, L, kinds, w]`` and extra features ``[B, L, c]`` (the
         series: the catchment's lagged rain and the day's catchment weather ``weather``
-        ``[B, T, 2k]``, :func:`catchment_weather`; images: nothing, ``c = 0``)."""
+        ``[B, T, 2k]``, ``training.catchment.catchment_weather``; images: nothing, ``c = 0``)."""
         days = weather.shape[1]
         hints = {name: self.fills(mods, *parts[name], days=days) for name, mods in self.groups}
         first = self.groups[0][0]  # the group led by precipitation (images come first)

@@ -41,9 +41,10 @@ from pipeline.manifest import Manifest
 from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
+from training.catchment import catchment_tokens, catchment_weather
 from training.cross_decoder import CrossDecoder
 from training.decoder import Decoded, Decoder, Restore
-from training.hints import DecoderHints, Parts, catchment_weather
+from training.hints import DecoderHints, Parts
 from training.layers import Block, TokenPositions
 from training.loss import LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
@@ -147,7 +148,7 @@ class Encoded(NamedTuple):
     h: Tensor  # [B, 1 + S, D] the encoder's output, static token first
     restore: dict[str, Restore]  # per group, how to put its tokens back in place
     parts: dict[str, Parts]  # per group, values and validity [B, L, w], mask [B, L]
-    weather: Tensor  # [B, T, 2k] the day's catchment weather (training.hints.catchment_weather)
+    weather: Tensor  # [B, T, 2k] the day's catchment weather (training.catchment.catchment_weather)
     attributes: Tensor  # [B, 2A] the static attributes' signed log and validity
     before: tuple[Tensor, Tensor] | None  # the history [B, H, F] (normalised) and validity
 
@@ -374,7 +375,7 @@ class HydroMAE(nn.Module):
                     weather.gather(1, at.expand(-1, -1, weather.shape[-1]))
                 )
                 if image is not None and "catchment_weight" in batch:
-                    rain = self._catchment_rain(batch, *image, days=days)  # [B, T, D]
+                    rain = catchment_tokens(batch, *image, days=days)  # [B, T, D]
                     tokens = tokens + self.rain(rain.gather(1, at.expand_as(tokens)))
             encoded.append(tokens)
             keys.append(~pad)
@@ -433,19 +434,3 @@ class HydroMAE(nn.Module):
             if mix is not None:
                 out[name]["mix"] = mix
         return out
-
-    def _catchment_rain(
-        self, batch: dict, tokens: Tensor, seen: Tensor, pad: Tensor, days: int
-    ) -> Tensor:
-        """Per day, the ``catchment_weight``-weighted mean of the visible image tokens
-        ``tokens`` ``[B, S, D]`` at positions ``seen`` ``[B, S]`` (``t * N + n``; ``pad``
-        marks padding): ``[B, T, D]``."""
-        w = batch["catchment_weight"].float()  # [B, N]
-        n = w.shape[1]
-        day_of = seen // n  # [B, S]
-        weight = torch.where(pad, 0.0, w.gather(1, seen % n))  # [B, S]
-        share = weight.new_zeros(w.shape[0], days).scatter_add(1, day_of, weight)  # [B, T]
-        total = tokens.new_zeros(w.shape[0], days, tokens.shape[-1]).scatter_add(
-            1, day_of[..., None].expand_as(tokens), weight[..., None] * tokens
-        )  # [B, T, D]
-        return total / share.clamp_min(1e-6)[..., None]

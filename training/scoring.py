@@ -22,7 +22,7 @@ from torch import Tensor
 from pipeline.history import HISTORY_FEATURES
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES
-from training.baselines import interpolate_time, known_in_time, neighbour_mean
+from training.baselines import image_fills, interpolate_time
 from training.loss import modality_slices
 from training.metrics import ErrorSums, FlowRecords
 from training.model import normalised
@@ -45,10 +45,9 @@ def regression_inputs(batch: dict, seen: dict, valid_idx: Tensor, adjacency: Ten
     visible: rain from the visible patches, masked ones filled by their visible neighbours
     (the neighbours baseline in physical units); evaporation interpolated between its
     visible days."""
-    masked, hidden = hidden_of(seen, "precip", valid_idx)
+    masked, _ = hidden_of(seen, "precip", valid_idx)
     valid = batch["precip_valid"]
-    filled = interpolate_time(batch["precip"], known_in_time(valid, hidden))
-    field = neighbour_mean(batch["precip"], valid & ~hidden, masked, adjacency, filled)
+    _, field = image_fills(batch["precip"], valid, masked, adjacency)
     rain = catchment_mean(field, valid, batch["catchment_weight"].float())
     evap_known = seen["evap_valid"] & ~seen["evap_mask"]
     pet = interpolate_time(batch["evap"], evap_known)

@@ -1,0 +1,61 @@
+"""What the visible image patches say about a sample's catchment, day by day.
+
+Both weigh each patch by the sample's ``catchment_weight`` ``[B, N]`` (the share of the
+catchment it covers) and use visible positions only: :func:`catchment_weather` the visible
+values (the encoder's series tokens, the decoder's hints and the catchment memory read it),
+:func:`catchment_tokens` the encoder's embeddings of the visible patches (the catchment's
+rain onto the series' tokens).
+
+Shapes: B batch, T days, N valid patches, P = p*p pixels, k a group's modalities, S a
+group's encoded tokens, D the encoder's width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+Parts = tuple[Tensor, Tensor, Tensor]  # a group's values, validity [B, L, w], mask [B, L]
+
+
+def catchment_weather(
+    image_parts: list[tuple[tuple[str, ...], Parts]], batch: dict, days: int, pixels: int
+) -> Tensor:
+    """Each day's catchment weather as the visible values say it: ``[B, T, 2 * k]`` for the
+    ``k`` image modalities, per modality the ``catchment_weight``-weighted mean of the
+    visible, valid pixels (normalised units; patches with none left out) and the share of
+    the catchment's weight those patches cover (0 on a day none is visible). Zeros without
+    ``catchment_weight``. ``image_parts``: each image group's modalities and (values,
+    validity ``[B, T*N, k*P]``, mask ``[B, T*N]``)."""
+    features = []
+    for mods, (x, v, mask) in image_parts:
+        b, length, _ = x.shape
+        n = length // days
+        xs = x.view(b, days, n, len(mods), pixels)
+        seen = (v.view(xs.shape) > 0) & ~mask.view(b, days, n, 1, 1)  # [B, T, N, k, P]
+        count = seen.sum(-1)  # [B, T, N, k]
+        patch = (xs * seen).sum(-1) / count.clamp_min(1)  # [B, T, N, k]
+        if "catchment_weight" not in batch:
+            features.append(x.new_zeros(b, days, 2 * len(mods)))
+            continue
+        w = batch["catchment_weight"].float()[:, None, :, None]  # [B, 1, N, 1]
+        covered = w * (count > 0)  # [B, T, N, k]
+        mean = (covered * patch).sum(2) / covered.sum(2).clamp_min(1e-6)  # [B, T, k]
+        share = covered.sum(2) / w.sum(2).clamp_min(1e-6)  # [B, T, k]
+        features.append(torch.stack([mean, share], dim=-1).flatten(2))  # [B, T, 2k]
+    return torch.cat(features, dim=-1)
+
+
+def catchment_tokens(batch: dict, tokens: Tensor, seen: Tensor, pad: Tensor, days: int) -> Tensor:
+    """Per day, the ``catchment_weight``-weighted mean of the visible image tokens
+    ``tokens`` ``[B, S, D]`` at positions ``seen`` ``[B, S]`` (``t * N + n``; ``pad``
+    marks padding): ``[B, T, D]``."""
+    w = batch["catchment_weight"].float()  # [B, N]
+    n = w.shape[1]
+    day_of = seen // n  # [B, S]
+    weight = torch.where(pad, 0.0, w.gather(1, seen % n))  # [B, S]
+    share = weight.new_zeros(w.shape[0], days).scatter_add(1, day_of, weight)  # [B, T]
+    total = tokens.new_zeros(w.shape[0], days, tokens.shape[-1]).scatter_add(
+        1, day_of[..., None].expand_as(tokens), weight[..., None] * tokens
+    )  # [B, T, D]
+    return total / share.clamp_min(1e-6)[..., None]
