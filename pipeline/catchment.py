@@ -10,6 +10,7 @@ physical units, NaN kept::
     static               [A] float32, catchment_weight [N_valid] float32
     catchment_index int, doy [T] int16, start ISO date, sample_key "YYYYMMDD-{gauge_id}"
     history              [H, F] float32, only when the table has one (``pipeline.history``)
+    history_flow         [H] float32, riverflow on those days: a training target only
 """
 
 from __future__ import annotations
@@ -78,5 +79,6 @@ def expand(
         )
         if table.history is not None:
             sample["history"] = table.history.before(start, c)
+            sample["history_flow"] = table.history.flow_before(start, c)
         samples.append(sample)
     return samples

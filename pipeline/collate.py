@@ -13,6 +13,7 @@ units with NaN kept (the sample schema, ``docs/dataset.md``):
     start, sample_key        str                optional; sample_key keys the masks
     weight                   float              optional (0 for evaluation padding)
     history                  [H, F]             optional (``pipeline.history``)
+    history_flow             [H]                optional, riverflow then: a target only
 
 Samples longer than ``seq_len`` are truncated to their first ``seq_len`` days.
 
@@ -27,6 +28,7 @@ Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
     valid_patch_indices                  [N] long                ascending patch numbers
     static, static_valid                 [B, A] float32, bool
     history, history_valid               [B, H, F] float32, bool  (samples with a history)
+    history_flow, history_flow_valid     [B, H] float32, bool     (the same; never an input)
     catchment_weight                     [B, N] float32
     catchment_index [B] long, doy [B, T] int16, weight [B] float32, start, sample_key: lists
 
@@ -374,7 +376,7 @@ class MultiScaleMaskedCollate:
                 )
         for key in sorted(keys):
             values = [s[key] for s in samples]
-            if key in ("static", "history"):
+            if key in ("static", "history", "history_flow"):
                 out[key], out[f"{key}_valid"] = self._stack_finite(
                     [torch.as_tensor(v) for v in values]
                 )

@@ -10,7 +10,14 @@ and gives each sample the ``days`` days before its window:
 with ``F = len(HISTORY_FEATURES)``: the catchment-weighted mean over its valid patches'
 land cells of precipitation (mm/day), soil moisture (m3 m-3) and temperature (degC), and
 its evaporation series (mm/day). Riverflow is never part of it: a sample's history says
-nothing a strategy hides. The weights are the manifest's ``catchment_patch_weight`` over the
+nothing a strategy hides. The gauge's riverflow on the same days travels beside it, apart,
+as a training target only (``flow``: the model's memory may learn to predict it from the
+weather, as a rainfall-runoff model learns from every day of its record; no model reads it
+as an input):
+
+    history_flow  [H] float32, mm/day, NaN = before the stored period or missing
+
+The weights are the manifest's ``catchment_patch_weight`` over the
 valid patches, as the model's own in-window catchment weather uses.
 """
 
@@ -65,24 +72,35 @@ class CatchmentHistory:
     first_day: dt.date  # the store's first day
     days: int  # H, days of history a sample gets
     series: np.ndarray  # [time, C, F], physical units, NaN = missing
+    flow: np.ndarray  # [time, C] riverflow, mm/day, NaN = missing: a target, never an input
 
     @classmethod
     def read(cls, location: str, manifest: Manifest, days: int) -> CatchmentHistory:
         """Read the store at ``location`` once (:func:`catchment_series` of
-        ``HISTORY_FEATURES``), keeping only the ``[time, C, F]`` means in float32."""
+        ``HISTORY_FEATURES``, and riverflow), keeping only the ``[time, C, F]`` means and the
+        ``[time, C]`` flow in float32."""
         if days <= 0:
             raise ValueError(f"history days must be > 0, got {days}")
-        series = catchment_series(location, manifest, HISTORY_FEATURES).astype(np.float32)
-        return cls(manifest.period.start, int(days), series)
+        series = catchment_series(location, manifest, (*HISTORY_FEATURES, "riverflow"))
+        series = series.astype(np.float32)
+        return cls(manifest.period.start, int(days), series[..., :-1], series[..., -1])
 
     def before(self, start: dt.date, catchment: int | None = None) -> np.ndarray:
         """The ``days`` days before ``start``, oldest first, for one catchment ``[days, F]``
         or (``None``) every catchment ``[days, C, F]``, in the series' dtype; NaN for days
         before the store's first day."""
+        return self._days_before(self.series, start, catchment)
+
+    def flow_before(self, start: dt.date, catchment: int) -> np.ndarray:
+        """Riverflow on the ``days`` days before ``start`` for one catchment ``[days]``
+        (mm/day; NaN before the store's first day or where the gauge has no value)."""
+        return self._days_before(self.flow, start, catchment)
+
+    def _days_before(self, array: np.ndarray, start: dt.date, catchment: int | None) -> np.ndarray:
         t1 = (start - self.first_day).days
         t0 = t1 - self.days
         lo = max(t0, 0)
-        rows = self.series[lo:t1] if catchment is None else self.series[lo:t1, catchment]
-        out = np.full((self.days, *rows.shape[1:]), np.nan, dtype=self.series.dtype)
+        rows = array[lo:t1] if catchment is None else array[lo:t1, catchment]
+        out = np.full((self.days, *rows.shape[1:]), np.nan, dtype=array.dtype)
         out[lo - t0 :] = rows
         return out

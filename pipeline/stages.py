@@ -52,7 +52,10 @@ class PadFactory:
         p = self.patch_size
         image = np.full((self.days, self.patches, p, p), np.nan, dtype=np.float32)
         vector = np.full(self.days, np.nan, dtype=np.float32)
-        extra = {} if self.history is None else {"history": np.full(self.history, np.nan, "f4")}
+        extra = {}
+        if self.history is not None:
+            extra["history"] = np.full(self.history, np.nan, "f4")
+            extra["history_flow"] = np.full(self.history[0], np.nan, "f4")
         return {
             **extra,
             **{name: image for name in IMAGE_MODALITIES},

@@ -486,10 +486,13 @@ def test_compose_commands_run_with_their_configs(compose, tmp_path):
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in s for s in steps) and max(s["step"] for s in steps) == 2
     # the recipe of train.toml is the one trained (the memory over the year of history, the
-    # gated mix)
-    model_cfg = torch.load(run / "checkpoint.pt", weights_only=False)["model_config"]
+    # gated mix, the history's flow as the memory's target)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    model_cfg = state["model_config"]
     assert model_cfg["memory"] == train_cfg["memory"]
     assert model_cfg["gated_mix"] == train_cfg["gated_mix"]
+    assert model_cfg["history_flow"]
+    assert state["config"]["history_flow"] == train_cfg["history_flow"]
     assert model_cfg["history_days"] == train_cfg["history_days"]
 
 

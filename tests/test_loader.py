@@ -866,6 +866,10 @@ def test_samples_carry_their_catchments_weather_before_the_window(dataset, reade
                     want = ((patch * w).sum("patch") / w.sum("patch")).values
                 assert b["history_valid"][i, :, f].all()
                 np.testing.assert_allclose(b["history"][i, :, f].numpy(), want, rtol=1e-5)
+            # the gauge's riverflow on those days travels apart, a target only
+            want = store["riverflow"].isel(time=days, catchment=c).values
+            np.testing.assert_array_equal(b["history_flow_valid"][i].numpy(), np.isfinite(want))
+            np.testing.assert_allclose(b["history_flow"][i].numpy(), np.nan_to_num(want), rtol=1e-6)
             seen += 1
     assert seen == m.splits["val"].samples
     # the first training window has no day before it: nothing valid, values zeroed
@@ -873,3 +877,4 @@ def test_samples_carry_their_catchments_weather_before_the_window(dataset, reade
                                    history_days=h)))  # fmt: skip
     assert first_batch["start"][0] == SPLITS["train"][:10]
     assert not first_batch["history_valid"][0].any() and not first_batch["history"][0].any()
+    assert not first_batch["history_flow_valid"][0].any()

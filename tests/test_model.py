@@ -401,17 +401,65 @@ def test_the_catchment_memory_carries_the_days_before_the_window(small_mask_path
     assert not torch.allclose(out, forgotten)
 
 
+def test_the_history_flow_is_a_target_of_the_memory_never_an_input(small_mask_path):
+    """With ``history_flow`` the memory predicts riverflow on the days before the window and
+    the loss counts it on the days the gauge has a value; no prediction reads those values."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    rng = np.random.default_rng(2)
+    history = torch.from_numpy(rng.uniform(0.0, 2.0, (4, h, 4)).astype(np.float32))
+    flow = torch.from_numpy(rng.uniform(0.0, 3.0, (4, h)).astype(np.float32))
+    flow_valid = torch.ones(4, h, dtype=torch.bool)
+    flow_valid[2, :4] = False  # before the gauge's record
+    batch = {**batch, "history": history, "history_valid": torch.ones(4, h, 4, dtype=torch.bool),
+             "history_flow": flow, "history_flow_valid": flow_valid}  # fmt: skip
+    sim = strategies.apply(batch, ["simulate"] * 4)
+    model = model_for(geometry, "cross", history_days=h, memory=True, history_flow=True).eval()
+    with torch.no_grad():
+        out = model(sim)
+        wild = model({**sim, "history_flow": flow * 100 + 7})
+    for name, _ in model.groups:
+        assert torch.equal(out[name]["pred"], wild[name]["pred"])
+    assert torch.equal(out["history_flow"]["pred"], wild["history_flow"]["pred"])
+    pred, target = out["history_flow"]["pred"], out["history_flow"]["target"]
+    assert pred.shape == (4, h)
+    want = model.normalizer.normalize("riverflow", flow)
+    assert torch.allclose(target[flow_valid], want[flow_valid])
+    plain, _ = mae_loss(out, model.groups, model.geometry.patch_pixels, LossConfig())
+    cfg = LossConfig(history_flow=0.5)
+    total, per = mae_loss(out, model.groups, model.geometry.patch_pixels, cfg)
+    direct = ((pred - target)[flow_valid] ** 2).mean()
+    assert torch.allclose(per["history_flow"], direct)
+    assert torch.allclose(total, plain + 0.5 * direct)
+    model.train()
+    loss, _ = mae_loss(model(sim), model.groups, model.geometry.patch_pixels, cfg)
+    loss.backward()
+    assert model.memory.flow.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs memory"):
+        model_for(geometry, history_days=h, history_flow=True)
+
+
 def test_the_catchment_memory_runs_forward_in_time():
-    """A day's memory depends on that day and the days before it, never on later ones."""
+    """A day's memory, and its riverflow on a day before the window, depend on that day and
+    the days before it, never on later ones."""
     torch.manual_seed(0)
-    memory = CatchmentMemory(features=5, width=8, decoder_dim=16, groups=["riverflow"])
+    memory = CatchmentMemory(5, width=8, decoder_dim=16, groups=["riverflow"], history_flow=True)
     x = torch.randn(2, 20, 5)
     later = x.clone()
     later[:, 15:] += 1.0  # days 15.. of 20: the window's (the last 10) from its 6th day
     with torch.no_grad():
-        a, b = memory(x, days=10)["riverflow"], memory(later, days=10)["riverflow"]
-    assert a.shape == (2, 10, 16)
+        (a, flow), (b, same) = memory(x, days=10), memory(later, days=10)
+        a, b = a["riverflow"], b["riverflow"]
+        history = x.clone()
+        history[:, 6:] += 1.0  # from the 7th day of the history on
+        changed = memory(history, days=10)[1]
+    assert a.shape == (2, 10, 16) and flow.shape == (2, 10)
     assert torch.equal(a[:, :5], b[:, :5]) and not torch.allclose(a[:, 5:], b[:, 5:])
+    assert torch.equal(flow, same)  # the window's days are after every history day
+    assert torch.equal(changed[:, :6], flow[:, :6])
+    assert not torch.allclose(changed[:, 6:], flow[:, 6:])
+    plain = CatchmentMemory(5, width=8, decoder_dim=16, groups=["riverflow"])
+    assert plain(x, days=10)[1] is None
 
 
 def test_a_group_with_nothing_masked_gets_its_values_as_fills(small_mask_path):

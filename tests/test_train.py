@@ -233,6 +233,8 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     assert "--no-hints" in capsys.readouterr().err
     assert main([*train_args(data, run), "--steps", "1", "--gated-mix", "--no-hints"]) == 2
     assert "--gated-mix gates the hints' mix" in capsys.readouterr().err
+    assert main([*train_args(data, run), "--steps", "1", "--history-flow", "1"]) == 2
+    assert "--history-flow trains the catchment memory" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
     assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
     assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())
@@ -261,12 +263,19 @@ def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_re
 ):
     run = tmp_path / "run"
     history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "catchment",
-               "--gated-mix", "--strategies", "seed=0.5", "withhold=0.5"]  # fmt: skip
+               "--gated-mix", "--strategies", "seed=0.5", "withhold=0.5", "--history-flow", "0.5",
+               "--log-every", "1"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0
     assert main([*train_args(data, run), "--steps", "3", "--resume", *history]) == 0
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["model_config"]["history_days"] == 20 and state["step"] == 3
     assert state["model_config"]["memory"] and state["model_config"]["gated_mix"]
+    assert state["model_config"]["history_flow"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["loss_history_flow"] for r in records if "loss" in r]
+    # the first window has no day before it; the later ones' history lies in the record
+    assert len(logged) == 3 and all(math.isfinite(v) and v >= 0 for v in logged)
+    assert any(v > 0 for v in logged)
     out = tmp_path / "metrics.json"
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(out),
             "--no-plots", "--no-progress"]  # fmt: skip

@@ -115,18 +115,18 @@ def fit_regressions(
     before a window read the ``history_days`` days before it (at most ``LAGS``; the
     training mean before the store's first day and beyond), as the evaluation's samples
     with that history do."""
-    store = open_store(data)
     table = manifest.catchment_table()
     lead, days = min(LAGS, history_days), manifest.window
-    series = catchment_series(str(Path(data) / STORE), manifest, ("precip", "evap"))
-    span = CatchmentHistory(manifest.period.start, lead + days, series)  # [lead + T] a window
+    names = ("precip", "evap", "riverflow")
+    series = catchment_series(str(Path(data) / STORE), manifest, names)  # [time, C, 3]
+    # [lead + T] days a window
+    span = CatchmentHistory(manifest.period.start, lead + days, series[..., :2], series[..., 2])
     starts = manifest.window_starts("train")
     if not starts:
         raise ValueError(f"{data}: the training split has no window to fit the regressions on")
     x = np.stack([span.before(s + dt.timedelta(days=days)) for s in starts])  # [W, lead+T, C, 2]
-    riverflow = store["riverflow"].values.astype(np.float64)  # [time, C]
     t0 = [(s - manifest.period.start).days for s in starts]
-    flow = np.stack([riverflow[t : t + days] for t in t0])  # [W, T, C]
+    flow = np.stack([series[t : t + days, :, 2] for t in t0])  # [W, T, C]
     rain, pet = x[..., 0], x[..., 1]
     arrays = (rain[:, lead:], pet[:, lead:], flow)  # [W, T, C] each
     before = (rain[:, :lead], pet[:, :lead]) if lead else None  # [W, lead, C] each

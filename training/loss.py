@@ -17,6 +17,10 @@ With ``flow_units = "catchment"`` each sample's riverflow errors (mm/day) are di
 own catchment's training spread plus ``nse_eps`` (``catchment_flow_std[catchment_index]``):
 a per-catchment NSE loss, as neuralhydrology's NSE loss, so that a wet catchment's floods
 do not outweigh a dry catchment's whole record.
+
+With the catchment memory's ``history_flow`` (``training.memory``), its riverflow on the
+days before the window is a further term: the mean squared error in normalised units over
+the days the gauge has a value, weighted by ``LossConfig.history_flow``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ class LossConfig:
     nse_eps: float = 0.1  # mm/day
     # normalised values beyond this are clipped before turning physical (exp overflow)
     flow_clip: float = 8.0
+    history_flow: float = 0.0  # the weight of the memory's riverflow on the history days
+
+
+HISTORY_FLOW = "history_flow"  # the model output's entry for it (training.model)
 
 
 def modality_slices(groups: list[tuple[str, tuple[str, ...]]], patch_pixels: int):
@@ -69,7 +77,8 @@ def mae_loss(
     denormalize: Callable[[str, Tensor], Tensor] | None = None,
     catchment: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total loss (a scalar) and each modality's mean squared error (detached scalars).
+    """Total loss (a scalar) and each modality's mean squared error (detached scalars;
+    also ``history_flow``'s when it counts).
     ``denormalize(name, x)`` (physical units) is needed for ``flow_units`` "physical" and
     "catchment", and the samples' ``catchment`` ``[B]`` (long, -1 for padding) for the
     latter."""
@@ -90,6 +99,12 @@ def mae_loss(
         term = cfg.weights.get(m, 1.0) * mse
         total = term if total is None else total + term
     assert total is not None
+    if HISTORY_FLOW in out and cfg.history_flow:
+        h = out[HISTORY_FLOW]  # [B, H] each
+        sq = torch.where(h["valid"], (h["pred"] - h["target"]) ** 2, 0.0)
+        mse = sq.sum() / h["valid"].sum().clamp_min(1)
+        per_modality[HISTORY_FLOW] = mse.detach()
+        total = total + cfg.history_flow * mse
     return total, per_modality
 
 

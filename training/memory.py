@@ -12,6 +12,11 @@ riverflow where visible, the static attributes). Its state on each day of the wi
 embedded into the decoder's queries of that day's series tokens, beside the mask token, the
 position and the hints. It reads visible values only, as the encoder does.
 
+With ``history_flow`` it also predicts riverflow on each day before the window, from its
+state that day (the LSTM has read that day's weather and never a flow value): a training
+target on every day of the history, as every day of the record is one of a rainfall-runoff
+LSTM's, where the window's own flow is a target on a share of 90 days at most.
+
 Shapes: B batch, H days before the window, T days of the window, F input features a day,
 M the memory's width, Dd the decoder's width.
 """
@@ -57,17 +62,31 @@ def memory_inputs(
 
 class CatchmentMemory(nn.Module):
     """An LSTM over ``[B, H + T, F]`` daily inputs; per series group, its state on the last
-    ``T`` days embedded to the decoder's width ``[B, T, Dd]``."""
+    ``T`` days embedded to the decoder's width ``[B, T, Dd]``; with ``history_flow``, its
+    riverflow (normalised) on the first ``H`` days ``[B, H]``."""
 
-    def __init__(self, features: int, width: int, decoder_dim: int, groups: list[str]) -> None:
+    def __init__(
+        self,
+        features: int,
+        width: int,
+        decoder_dim: int,
+        groups: list[str],
+        history_flow: bool = False,
+    ) -> None:
         super().__init__()
         self.lstm = nn.LSTM(features, width, batch_first=True)
         with torch.no_grad():  # gates are ordered input, forget, cell, output
             self.lstm.bias_hh_l0[width : 2 * width].fill_(FORGET_BIAS)
         self.embed = nn.ModuleDict({n: nn.Linear(width, decoder_dim) for n in groups})
+        self.flow = nn.Linear(width, 1) if history_flow else None
 
-    def forward(self, inputs: Tensor, days: int) -> dict[str, Tensor]:
-        """``inputs [B, H + T, F]`` -> per series group ``[B, T, Dd]``."""
+    def forward(self, inputs: Tensor, days: int) -> tuple[dict[str, Tensor], Tensor | None]:
+        """``inputs [B, H + T, F]`` -> per series group ``[B, T, Dd]``, and riverflow on
+        the ``H`` days before the window ``[B, H]`` (None without ``history_flow`` or
+        history)."""
         state, _ = self.lstm(inputs)  # [B, H + T, M]
         window = state[:, -days:]  # [B, T, M]
-        return {name: embed(window) for name, embed in self.embed.items()}
+        terms = {name: embed(window) for name, embed in self.embed.items()}
+        before = state[:, :-days]  # [B, H, M]
+        flow = None if self.flow is None or not before.shape[1] else self.flow(before)[..., 0]
+        return terms, flow

@@ -46,7 +46,7 @@ from training.cross_decoder import CrossDecoder
 from training.decoder import Decoded, Decoder, Restore
 from training.hints import DecoderHints, Parts
 from training.layers import Block, TokenPositions
-from training.loss import LossConfig, mae_loss
+from training.loss import HISTORY_FLOW, LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
 from training.memory import CatchmentMemory, memory_inputs
 
@@ -83,6 +83,9 @@ class ModelConfig:
     # the catchment's memory (training.memory): an LSTM over the catchment's days (the
     # history_days before the window, then the window's) for the series' queries
     memory: bool = False
+    # the memory also predicts riverflow on the history days, a training target there (the
+    # gauge's record before the window; never an input)
+    history_flow: bool = False
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -219,7 +222,9 @@ class HydroMAE(nn.Module):
         if cfg.memory:  # a day's weather, each series' value and flag, the attributes
             features = weather + 2 * len(VECTOR_MODALITIES) + self.static.in_features
             series = [n for n in width if n not in self.image_groups]
-            self.memory = CatchmentMemory(features, d, cfg.decoder_dim, series)
+            self.memory = CatchmentMemory(features, d, cfg.decoder_dim, series, cfg.history_flow)
+        elif cfg.history_flow:
+            raise ValueError("history_flow is predicted by the catchment's memory: it needs memory")
         self.decoder: Decoder = (
             CrossDecoder(**parts, cross_fraction=cfg.cross_fraction)
             if cfg.decoder == "cross"
@@ -387,17 +392,23 @@ class HydroMAE(nn.Module):
             h = block(h, keys=attend)
         return Encoded(self.norm(h), restore, parts, weather, attributes, before)
 
-    def forward_decoder(self, batch: dict, encoded: Encoded) -> Decoded:
+    def forward_memory(self, encoded: Encoded) -> tuple[dict[str, Tensor], Tensor | None]:
+        """The catchment memory's query terms per series group ``[B, T, Dd]`` (none without
+        ``memory``) and, with ``history_flow``, its riverflow on the history days ``[B, H]``
+        (normalised units)."""
+        if not self.cfg.memory:
+            return {}, None
+        series = [encoded.parts[name] for name in VECTOR_MODALITIES]
+        inputs = memory_inputs(encoded.weather, series, encoded.attributes, encoded.before)
+        return self.memory(inputs, encoded.weather.shape[1])  # inputs [B, H + T, F]
+
+    def forward_decoder(self, batch: dict, encoded: Encoded, terms: dict[str, Tensor]) -> Decoded:
         """Per group: predictions ``[B, L, w]``, where they were made ``[B, L]`` (bool) and
-        (with hints) the learned mix of the hints they started from ``[B, L, w]``."""
+        (with hints) the learned mix of the hints they started from ``[B, L, w]``; ``terms``
+        are :meth:`forward_memory`'s."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        h, restore, parts, weather, attributes, before = encoded
-        terms = {}
-        if self.cfg.memory:  # per series group [B, T, Dd]
-            series = [parts[name] for name in VECTOR_MODALITIES]
-            inputs = memory_inputs(weather, series, attributes, before)  # [B, H + T, F]
-            terms = self.memory(inputs, weather.shape[1])
+        h, restore, parts, weather, _, _ = encoded
         return self.decoder(batch, h, restore, parts, weather, terms)
 
     def forward_loss(
@@ -417,9 +428,12 @@ class HydroMAE(nn.Module):
     def forward(self, batch: dict) -> dict[str, dict[str, Tensor]]:
         """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``
         ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked), ``predicted`` ``[B, L]`` and (with
-        hints) ``mix`` ``[B, L, w]``, the prediction with the network's correction silenced."""
+        hints) ``mix`` ``[B, L, w]``, the prediction with the network's correction silenced.
+        With ``history_flow`` and a batch that carries it, ``out["history_flow"]`` holds the
+        memory's riverflow on the history days ``pred``, its ``target`` and ``valid`` ``[B, H]``."""
         encoded = self.forward_encoder(batch)
-        decoded = self.forward_decoder(batch, encoded)
+        terms, history_flow = self.forward_memory(encoded)
+        decoded = self.forward_decoder(batch, encoded, terms)
         parts = encoded.parts
         out = {}
         for name, _ in self.groups:
@@ -433,4 +447,9 @@ class HydroMAE(nn.Module):
             }
             if mix is not None:
                 out[name]["mix"] = mix
+        if history_flow is not None and "history_flow" in batch:  # a target, read only here
+            valid = batch["history_flow_valid"].to(self.device)
+            target = normalised(self.normalizer, "riverflow", batch["history_flow"], valid)
+            out[HISTORY_FLOW] = {"pred": history_flow, "target": target.to(self.device),
+                                 "valid": valid}  # fmt: skip
         return out

@@ -158,8 +158,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                     loss, per = raw_model.forward_loss(groups, loss_cfg, batch["catchment_index"])
                     (loss / cfg.accumulate).backward()
                 total += loss.item() / cfg.accumulate
-                for k, v in per.items():
-                    per_modality[k] += v.item() / cfg.accumulate
+                for k, v in per.items():  # the modalities' and history_flow's
+                    per_modality[k] = per_modality.get(k, 0.0) + v.item() / cfg.accumulate
                 real += int(batch["weight"].sum())
             # a non-finite loss on any rank, or no real sample on every rank (all padding,
             # after unreadable shards): every rank skips the step, so none desynchronises.

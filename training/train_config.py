@@ -137,6 +137,15 @@ class TrainConfig:
             "visible weather and series) for the series' queries (training.memory)"
         },
     )
+    history_flow: float = field(
+        default=0.0,
+        metadata={
+            "min": 0.0,
+            "help": "the loss's weight of the memory's riverflow on the history days (the "
+            "gauge's record before each window, a target only; 0: not predicted); needs "
+            "--memory and --history-days",
+        },
+    )
     log_every: int = field(default=10, metadata={"min": 1})
     val_every: int = field(
         default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
@@ -159,10 +168,16 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.gated_mix = cfg.gated_mix
     model_cfg.history_days = cfg.history_days
     model_cfg.memory = cfg.memory
+    model_cfg.history_flow = cfg.history_flow > 0
     if cfg.hints and cfg.norm_pix_loss:
         raise ValueError(
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
             "are in normalised units: add --no-hints"
+        )
+    if cfg.history_flow and not (cfg.memory and cfg.history_days):
+        raise ValueError(
+            "--history-flow trains the catchment memory on the days before each window: it "
+            "needs --memory and --history-days"
         )
     if cfg.gated_mix and not cfg.hints:
         raise ValueError("--gated-mix gates the hints' mix: it needs the hints (drop --no-hints)")
@@ -173,7 +188,9 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
 
 def loss_config(cfg: TrainConfig) -> LossConfig:
     """The loss's settings from the flags (checked before any process or loader starts)."""
-    loss_cfg = LossConfig(norm_pix_loss=cfg.norm_pix_loss, flow_units=cfg.flow_loss)
+    loss_cfg = LossConfig(
+        norm_pix_loss=cfg.norm_pix_loss, flow_units=cfg.flow_loss, history_flow=cfg.history_flow
+    )
     if cfg.loss_weights:
         if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
             raise ValueError(
