@@ -75,6 +75,15 @@ class Normalizer:
         s = self._get(name)
         return (_forward(x, s.transform) - s.mean) / s.std
 
+    def where_valid(self, name: str, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``values`` (float32) in normalised units where ``valid``, 0 (the training mean)
+        elsewhere, whatever the invalid entries hold (NaN included)."""
+        raw = values.float()
+        if self._get(name).transform == "log1p":
+            raw = raw.clamp_min(0.0)  # log1p needs x > -1; invalid entries are zeroed below
+        x = self.normalize(name, raw)
+        return torch.where(valid, x, torch.zeros_like(x))
+
     def denormalize(self, name: str, x: Array) -> Array:
         s = self._get(name)
         return _inverse(x * s.std + s.mean, s.transform)

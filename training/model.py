@@ -136,15 +136,6 @@ class Geometry:
         return [(m, (m,)) for m in IMAGE_MODALITIES + VECTOR_MODALITIES]
 
 
-def normalised(normalizer: Normalizer, name: str, values: Tensor, valid: Tensor) -> Tensor:
-    """``values`` in normalised units where ``valid``, 0 (the training mean) elsewhere."""
-    raw = values.float()
-    if normalizer.stats[name].transform == "log1p":
-        raw = raw.clamp_min(0.0)  # log1p needs x > -1; invalid entries are zeroed below
-    x = normalizer.normalize(name, raw)
-    return torch.where(valid, x, torch.zeros_like(x))
-
-
 class Encoded(NamedTuple):
     """What ``forward_encoder`` gives the decoder."""
 
@@ -235,7 +226,7 @@ class HydroMAE(nn.Module):
     def _values(self, batch: dict, name: str) -> tuple[Tensor, Tensor]:
         """Normalised values with invalid ones zeroed, and validity as 0/1 floats."""
         valid = batch[f"{name}_valid"]
-        return normalised(self.normalizer, name, batch[name], valid), valid.float()
+        return self.normalizer.where_valid(name, batch[name], valid), valid.float()
 
     def _group_tokens(self, batch: dict, name: str, mods: tuple[str, ...]) -> Parts:
         """Values ``[B, L, w]``, validity ``[B, L, w]`` and mask ``[B, L]`` of one group."""
@@ -302,7 +293,7 @@ class HydroMAE(nn.Module):
             )
         x = torch.stack(
             [
-                normalised(self.normalizer, n, x[..., i], valid[..., i])
+                self.normalizer.where_valid(n, x[..., i], valid[..., i])
                 for i, n in enumerate(HISTORY_FEATURES)
             ],
             dim=-1,
@@ -449,7 +440,7 @@ class HydroMAE(nn.Module):
                 out[name]["mix"] = mix
         if history_flow is not None and "history_flow" in batch:  # a target, read only here
             valid = batch["history_flow_valid"].to(self.device)
-            target = normalised(self.normalizer, "riverflow", batch["history_flow"], valid)
+            target = self.normalizer.where_valid("riverflow", batch["history_flow"], valid)
             out[HISTORY_FLOW] = {"pred": history_flow, "target": target.to(self.device),
                                  "valid": valid}  # fmt: skip
         return out

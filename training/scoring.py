@@ -25,7 +25,6 @@ from pipeline.schema import IMAGE_MODALITIES
 from training.baselines import image_fills, interpolate_time
 from training.loss import modality_slices
 from training.metrics import ErrorSums, FlowRecords
-from training.model import normalised
 from training.regression import LagRegression, catchment_mean
 
 UNITS = ("normalised", "physical")
@@ -196,4 +195,4 @@ def _same(a: Any, b: Any) -> bool:
 
 def truths(batch: dict, norm: Normalizer, modalities) -> dict[str, Tensor]:
     """Every modality's values in normalised units, 0 where invalid."""
-    return {m: normalised(norm, m, batch[m], batch[f"{m}_valid"]) for m in modalities}
+    return {m: norm.where_valid(m, batch[m], batch[f"{m}_valid"]) for m in modalities}
