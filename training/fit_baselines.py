@@ -119,15 +119,13 @@ def fit_regressions(
     lead, days = min(LAGS, history_days), manifest.window
     names = ("precip", "evap", "riverflow")
     series = catchment_series(str(Path(data) / STORE), manifest, names)  # [time, C, 3]
-    # [lead + T] days a window
-    span = CatchmentHistory(manifest.period.start, lead + days, series[..., :2], series[..., 2])
+    # lead + T days a window, the three series as features
+    span = CatchmentHistory(manifest.period.start, lead + days, series, series[..., 2])
     starts = manifest.window_starts("train")
     if not starts:
         raise ValueError(f"{data}: the training split has no window to fit the regressions on")
-    x = np.stack([span.before(s + dt.timedelta(days=days)) for s in starts])  # [W, lead+T, C, 2]
-    t0 = [(s - manifest.period.start).days for s in starts]
-    flow = np.stack([series[t : t + days, :, 2] for t in t0])  # [W, T, C]
-    rain, pet = x[..., 0], x[..., 1]
+    x = np.stack([span.before(s + dt.timedelta(days=days)) for s in starts])  # [W, lead+T, C, 3]
+    rain, pet, flow = x[..., 0], x[..., 1], x[:, lead:, :, 2]
     arrays = (rain[:, lead:], pet[:, lead:], flow)  # [W, T, C] each
     before = (rain[:, :lead], pet[:, :lead]) if lead else None  # [W, lead, C] each
     gauged = np.setdiff1d(np.arange(len(table.ids)), holdout_indices(manifest))

@@ -439,8 +439,7 @@ class HydroMAE(nn.Module):
             if mix is not None:
                 out[name]["mix"] = mix
         if history_flow is not None and "history_flow" in batch:  # a target, read only here
-            valid = batch["history_flow_valid"].to(self.device)
-            target = self.normalizer.where_valid("riverflow", batch["history_flow"], valid)
-            out[HISTORY_FLOW] = {"pred": history_flow, "target": target.to(self.device),
-                                 "valid": valid}  # fmt: skip
+            flow, valid = (batch[k].to(self.device) for k in ("history_flow", "history_flow_valid"))
+            target = self.normalizer.where_valid("riverflow", flow, valid)
+            out[HISTORY_FLOW] = {"pred": history_flow, "target": target, "valid": valid}
         return out
