@@ -4,7 +4,8 @@
         "plain MAE (no hints)=eval_plain/metrics.json" "seed masks only=eval_seed/metrics.json"
 
 The first file gives the model's row, its mix-only row (the network's correction
-silenced) and every baseline's; each further file adds its model's row. One Markdown table
+silenced), its memory's own riverflow (the LSTM alone, where the run has one) and every
+baseline's; each further file adds its model's row. One Markdown table
 per strategy: masked RMSE in physical units per modality, and riverflow's per-catchment
 NSE and KGE (median and IQR). The best value of each column is in bold.
 """
@@ -35,10 +36,11 @@ def rows_of(runs: list[tuple[str, dict]], strategy: str) -> list[tuple[str, dict
         if entry:
             out.append((label, {m: entry[m].get("model") for m in MODALITIES},
                         entry["riverflow_catchments"].get("model", {})))  # fmt: skip
-            if label == runs[0][0] and "mix" in entry["riverflow_catchments"]:
-                out.append((f"{label}: mix only",
-                            {m: entry[m].get("mix") for m in MODALITIES},
-                            entry["riverflow_catchments"]["mix"]))  # fmt: skip
+            for method, name in (("mix", "mix only"), ("memory", "its memory alone")):
+                if label == runs[0][0] and method in entry["riverflow_catchments"]:
+                    out.append((f"{label}: {name}",
+                                {m: entry[m].get(method) for m in MODALITIES},
+                                entry["riverflow_catchments"][method]))  # fmt: skip
     for method in BASELINES:
         if any(method in first[m] for m in MODALITIES):
             out.append((NAMES[method], {m: first[m].get(method) for m in MODALITIES},

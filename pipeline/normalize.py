@@ -84,6 +84,16 @@ class Normalizer:
         x = self.normalize(name, raw)
         return torch.where(valid, x, torch.zeros_like(x))
 
+    def where_valid_features(
+        self, names: tuple[str, ...], values: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`where_valid` of each feature of ``values`` ``[..., F]`` (the variables
+        ``names``, in order; ``valid`` the same shape): ``[..., F]``."""
+        return torch.stack(
+            [self.where_valid(n, values[..., i], valid[..., i]) for i, n in enumerate(names)],
+            dim=-1,
+        )
+
     def denormalize(self, name: str, x: Array) -> Array:
         s = self._get(name)
         return _inverse(x * s.std + s.mean, s.transform)

@@ -34,12 +34,14 @@ from pipeline import config
 from pipeline.catchment import expand
 from pipeline.collate import expand_windows
 from pipeline.files import encode_json
+from pipeline.history import CatchmentHistory
 from pipeline.loader import LoaderConfig, _worker_start, build_loader, resolve_rank
 from pipeline.location import shard_label
 from pipeline.manifest import Manifest
 from pipeline.npy import decode_npy
 from pipeline.plan import stream_plan
-from pipeline.schema import SHARDS
+from pipeline.runoff import RunoffSequences
+from pipeline.schema import SHARDS, STORE
 from pipeline.shard import ShardError, read_shard
 from pipeline.stages import window_pool
 from preprocessing.job import run_job
@@ -751,6 +753,42 @@ def test_held_out_catchments_never_appear_in_a_training_batch(raw, tmp_path):
             assert seen and index not in seen, (reader, k, seen)
     evaluation = list(loader(data, mode="eval", split="test", batch_size=2))
     assert index in {int(c) for b in evaluation for c in b["catchment_index"]}
+
+
+def test_rainfall_runoff_sequences_are_keyed_gauged_and_scored_in_the_training_period(
+    raw, tmp_path
+):
+    """``pipeline.runoff``: the same key draws the same sequences; a held-out catchment is
+    never drawn; each sequence is its catchment's weather and flow on its days (missing
+    before the store), with flow a target only on its last days, all of them training days."""
+    data = preprocess(raw, tmp_path / "dataset", 2, holdout_catchments=["1"])
+    manifest = Manifest.read(data)
+    history = CatchmentHistory.read(str(data / STORE), manifest, 15)
+    sequences = RunoffSequences(history, manifest, length=25, target_days=10)
+    a, again = sequences.draw(64, 0, 3, 0, 0), sequences.draw(64, 0, 3, 0, 0)
+    assert all(torch.equal(a[k], again[k]) for k in a)
+    assert not torch.equal(a["runoff_end"], sequences.draw(64, 0, 4, 0, 0)["runoff_end"])
+    held = manifest.catchments.ids.index(manifest.catchments.holdout[0])
+    assert held not in a["runoff_catchment"].tolist()
+    assert len(set(a["runoff_catchment"].tolist())) == 2
+    train = manifest.split("train")
+    first = (train.start - history.first_day).days
+    last = (train.end - history.first_day).days
+    ends = a["runoff_end"].numpy()
+    assert ends.max() <= last and (ends - 9).min() >= first and (ends < 24).any()
+    for i, (c, end) in enumerate(zip(a["runoff_catchment"].tolist(), ends, strict=True)):
+        rows = np.arange(end - 24, end + 1)
+        inside = rows >= 0
+        weather = np.full((25, 4), np.nan, np.float32)
+        weather[inside] = history.series[rows[inside], c]
+        np.testing.assert_array_equal(a["runoff_valid"][i].numpy(), np.isfinite(weather))
+        np.testing.assert_array_equal(a["runoff"][i].numpy(), np.nan_to_num(weather))
+        flow = np.full(25, np.nan, np.float32)
+        flow[-10:] = history.flow[rows[-10:], c]
+        np.testing.assert_array_equal(a["runoff_flow_valid"][i].numpy(), np.isfinite(flow))
+        np.testing.assert_array_equal(a["runoff_flow"][i].numpy(), np.nan_to_num(flow))
+    with pytest.raises(ValueError, match="holds no 61-day target"):
+        RunoffSequences(history, manifest, length=70, target_days=61)
 
 
 # ----------------------------------------------------------------- batches by window

@@ -439,6 +439,76 @@ def test_the_history_flow_is_a_target_of_the_memory_never_an_input(small_mask_pa
         model_for(geometry, history_days=h, history_flow=True)
 
 
+def with_history(batch: dict, h: int, seed: int = 2) -> dict:
+    """``batch`` with ``h`` days of history and the history's flow (all valid)."""
+    rng = np.random.default_rng(seed)
+    b = len(batch["sample_key"])
+    history = torch.from_numpy(rng.uniform(0.0, 2.0, (b, h, 4)).astype(np.float32))
+    flow = torch.from_numpy(rng.uniform(0.0, 3.0, (b, h)).astype(np.float32))
+    every = torch.ones(b, h, dtype=torch.bool)
+    return {**batch, "history": history, "history_valid": every[..., None].expand(-1, -1, 4),
+            "history_flow": flow, "history_flow_valid": every}  # fmt: skip
+
+
+def test_rainfall_runoff_sequences_train_the_memorys_own_flow_head(small_mask_path):
+    """A rainfall-runoff sequence is read as the days before a window are: the same weather
+    gives the same riverflow from the same LSTM and head; the loss adds the weighted mean
+    squared error on its target days, and the gradient reaches the memory."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 15
+    batch = with_history(batch, h)
+    static = torch.rand(4, geometry.static_attributes)
+    batch["static"], batch["static_valid"] = static, torch.ones_like(static, dtype=torch.bool)
+    target = batch["history_flow"].clone()
+    known = torch.zeros(4, h, dtype=torch.bool)
+    known[:, -5:] = True  # the last 5 days are the target days
+    known[1, -1] = False  # a missing gauge value
+    runoff = {
+        "runoff": batch["history"], "runoff_valid": batch["history_valid"],
+        "runoff_flow": target, "runoff_flow_valid": known,
+        "runoff_static": static, "runoff_static_valid": batch["static_valid"],
+    }  # fmt: skip
+    sim = strategies.apply({**batch, **runoff}, ["simulate"] * 4)
+    model = model_for(geometry, "cross", history_days=h, memory=True, history_flow=True).eval()
+    with torch.no_grad():
+        out = model(sim)
+    assert out["runoff"]["pred"].shape == (4, h)
+    assert torch.allclose(out["runoff"]["pred"], out["history_flow"]["pred"], atol=1e-6)
+    pred, want = out["runoff"]["pred"], model.normalizer.normalize("riverflow", target)
+    assert torch.allclose(out["runoff"]["target"][known], want[known])
+    plain, _ = mae_loss(out, model.groups, model.geometry.patch_pixels, LossConfig())
+    total, per = mae_loss(out, model.groups, model.geometry.patch_pixels, LossConfig(runoff=2.0))
+    direct = ((pred - want)[known] ** 2).mean()
+    assert torch.allclose(per["runoff"], direct) and torch.allclose(total, plain + 2 * direct)
+    model.train()
+    model(sim)["runoff"]["pred"].sum().backward()
+    assert model.memory.lstm.weight_ih_l0.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="flow head"):
+        model_for(geometry, history_days=h, memory=True).memory.runoff(torch.zeros(1, h, 1))
+
+
+def test_a_flow_fill_makes_the_memorys_riverflow_a_kind_of_riverflows_hint(small_mask_path):
+    """With ``flow_fill`` riverflow's mix weighs the memory's own riverflow against the
+    interpolation: with all the weight on it, the mix is the memory's riverflow."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    sim = strategies.apply(with_history(batch, h), ["simulate"] * 4)
+    model = model_for(
+        geometry, "cross", history_days=h, memory=True, history_flow=True, flow_fill=True
+    ).eval()
+    assert model.decoder.hints.mix["riverflow"].shape == (2, 1)
+    with torch.no_grad():
+        model.decoder.hints.mix["riverflow"].copy_(torch.tensor([[0.0], [1.0]]))
+        out = model(sim)["riverflow"]
+    at = out["predicted"]  # [B, T]: every day under simulate
+    assert at.all()
+    assert torch.allclose(out["mix"][at], out["memory"][at])
+    for missing in ({"history_flow": False}, {"hints": False}):
+        with pytest.raises(ValueError, match="flow_fill"):
+            settings = {"history_flow": True, "flow_fill": True, **missing}
+            model_for(geometry, history_days=h, memory=True, **settings)
+
+
 def test_the_catchment_memory_runs_forward_in_time():
     """A day's memory, and its riverflow on a day before the window, depend on that day and
     the days before it, never on later ones."""
@@ -453,9 +523,10 @@ def test_the_catchment_memory_runs_forward_in_time():
         history = x.clone()
         history[:, 6:] += 1.0  # from the 7th day of the history on
         changed = memory(history, days=10)[1]
-    assert a.shape == (2, 10, 16) and flow.shape == (2, 10)
+    assert a.shape == (2, 10, 16) and flow.shape == (2, 20)
     assert torch.equal(a[:, :5], b[:, :5]) and not torch.allclose(a[:, 5:], b[:, 5:])
-    assert torch.equal(flow, same)  # the window's days are after every history day
+    assert torch.equal(flow[:, :15], same[:, :15])  # every day before the change
+    assert not torch.allclose(flow[:, 15:], same[:, 15:])
     assert torch.equal(changed[:, :6], flow[:, :6])
     assert not torch.allclose(changed[:, 6:], flow[:, 6:])
     plain = CatchmentMemory(5, width=8, decoder_dim=16, groups=["riverflow"])

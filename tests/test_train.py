@@ -235,6 +235,9 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     assert "--gated-mix gates the hints' mix" in capsys.readouterr().err
     assert main([*train_args(data, run), "--steps", "1", "--history-flow", "1"]) == 2
     assert "--history-flow trains the catchment memory" in capsys.readouterr().err
+    for flag in (["--runoff-sequences", "4"], ["--flow-fill"]):
+        assert main([*train_args(data, run), "--steps", "1", *flag]) == 2
+        assert f"{flag[0]} uses the memory's flow head" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
     assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
     assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())
@@ -261,21 +264,28 @@ def test_half_precision_grids_train_to_nearly_the_same_losses(data, tmp_path, ca
 def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_resumes_evaluates(
     data, tmp_path
 ):
-    run = tmp_path / "run"
+    """With the history's flow, rainfall-runoff sequences and the memory's riverflow as a
+    hint: a resumed run logs the same losses as one never stopped (the sequences are drawn
+    by step), and the evaluation scores the memory's own riverflow beside the model."""
+    run, once = tmp_path / "run", tmp_path / "once"
     history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "catchment",
                "--gated-mix", "--strategies", "seed=0.5", "withhold=0.5", "--history-flow", "0.5",
-               "--log-every", "1"]  # fmt: skip
+               "--runoff-sequences", "6", "--flow-fill", "--log-every", "1"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0
     assert main([*train_args(data, run), "--steps", "3", "--resume", *history]) == 0
+    assert main([*train_args(data, once), "--steps", "3", *history]) == 0
+    assert losses(run) == losses(once)
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["model_config"]["history_days"] == 20 and state["step"] == 3
     assert state["model_config"]["memory"] and state["model_config"]["gated_mix"]
-    assert state["model_config"]["history_flow"]
+    assert state["model_config"]["history_flow"] and state["model_config"]["flow_fill"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r["loss_history_flow"] for r in records if "loss" in r]
     # the first window has no day before it; the later ones' history lies in the record
     assert len(logged) == 3 and all(math.isfinite(v) and v >= 0 for v in logged)
     assert any(v > 0 for v in logged)
+    runoff = [r["loss_runoff"] for r in records if "loss" in r]
+    assert len(runoff) == 3 and all(math.isfinite(v) and v > 0 for v in runoff)
     out = tmp_path / "metrics.json"
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "val", "--out", str(out),
             "--no-plots", "--no-progress"]  # fmt: skip
@@ -283,7 +293,8 @@ def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_re
     result = json.loads(out.read_text())
     assert result["history_days"] == 20
     flow = result["strategies"]["simulate"]["riverflow"]
-    assert all(math.isfinite(flow[m]["physical"]["rmse"]) for m in ("model", "regression"))
+    scored = ("model", "mix", "memory", "regression")
+    assert all(math.isfinite(flow[m]["physical"]["rmse"]) for m in scored)
 
 
 def test_the_catchment_flow_spreads_are_each_catchments_training_standard_deviation(data):

@@ -83,11 +83,13 @@ class Decoder(nn.Module):
         parts: dict[str, Parts],
         weather: Tensor,
         terms: dict[str, Tensor],
+        flow: Tensor | None = None,
     ) -> Decoded:
         """Predictions of every group from the encoder's output ``h [B, 1 + S, D]``, the
-        day's catchment weather ``[B, T, 2k]`` and extra query terms of some groups
-        ``[B, L, Dd]`` (the catchment memory's, ``training.memory``)."""
-        hints = {} if self.hints is None else self.hints(batch, parts, weather)
+        day's catchment weather ``[B, T, 2k]``, extra query terms of some groups
+        ``[B, L, Dd]`` (the catchment memory's, ``training.memory``) and the memory's
+        riverflow ``[B, T]`` for the hints (``flow_fill``)."""
+        hints = {} if self.hints is None else self.hints(batch, parts, weather, flow)
         return self.decode(batch, self.proj(h), restore, hints, terms)
 
     def position(self, batch: dict, name: str, idx: Tensor) -> Tensor:

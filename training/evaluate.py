@@ -9,7 +9,8 @@ catchments the dataset held out of training (prediction in ungauged basins); the
 strategies score the other catchments.
 
 For every modality: RMSE and MAE of the masked, valid values in normalised and physical
-units, for the model, its hints' mix (the network's correction silenced), and the
+units, for the model, its hints' mix (the network's correction silenced), its catchment
+memory's own riverflow (with the memory's flow head: the LSTM alone), and the
 baselines on exactly the same masks: climatology, interpolation in time, the visible
 neighbouring patches (images) and, for riverflow, the lag regressions on the catchment's
 visible rain and evaporation (per catchment, and pooled across catchments with their
@@ -56,7 +57,16 @@ from training.scoring import (
     truths,
 )
 
-METHODS = ("model", "mix", "climatology", "interpolation", "neighbours", "regression", "pooled")
+METHODS = (
+    "model",
+    "mix",
+    "memory",
+    "climatology",
+    "interpolation",
+    "neighbours",
+    "regression",
+    "pooled",
+)
 HOLDOUT = "holdout"  # simulate, on the held-out catchments
 MASKS = {**{s: s for s in EVALUATION}, HOLDOUT: "simulate"}  # a strategy's masks
 

@@ -25,6 +25,7 @@ from training.baselines import interpolate_time, neighbour_mean, patch_neighbour
 from training.catchment import Parts
 
 RAIN_LAGS = 3  # a series' query: the catchment's rain on the day and the 3 days before
+FLOW = "riverflow"  # riverflow's group
 
 
 class DecoderHints(nn.Module):
@@ -41,12 +42,17 @@ class DecoderHints(nn.Module):
         decoder_dim: int,
         weather: int,
         gated: bool = False,
+        flow_fill: bool = False,
     ) -> None:
         super().__init__()
         self.groups, self.image_groups = groups, image_groups
         self.patch_pixels = patch_pixels
-        # kinds of hint: interpolation in time, and for images neighbours
+        # kinds of hint: interpolation in time, and for images neighbours; with flow_fill,
+        # riverflow's second is the catchment memory's riverflow (training.memory)
         kinds = {n: 2 if n in image_groups else 1 for n in width}
+        self.flow_fill = flow_fill
+        if flow_fill:
+            kinds[FLOW] = 2
         self.register_buffer(
             "adjacency", patch_neighbours(valid_patch_indices, patch_cols), persistent=False
         )
@@ -71,13 +77,19 @@ class DecoderHints(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(
-        self, batch: dict, parts: dict[str, Parts], weather: Tensor
+        self, batch: dict, parts: dict[str, Parts], weather: Tensor, flow: Tensor | None = None
     ) -> dict[str, tuple[Tensor, Tensor]]:
         """Per group: the hint ``[B, L, kinds, w]`` and extra features ``[B, L, c]`` (the
         series: the catchment's lagged rain and the day's catchment weather ``weather``
-        ``[B, T, 2k]``, ``training.catchment.catchment_weather``; images: nothing, ``c = 0``)."""
+        ``[B, T, 2k]``, ``training.catchment.catchment_weather``; images: nothing, ``c = 0``).
+        With ``flow_fill``, ``flow [B, T]`` is the memory's riverflow (normalised), the last
+        kind of riverflow's hint."""
         days = weather.shape[1]
         hints = {name: self.fills(mods, *parts[name], days=days) for name, mods in self.groups}
+        if self.flow_fill:
+            if flow is None:
+                raise ValueError("flow_fill: the decoder's hints need the memory's riverflow")
+            hints[FLOW] = torch.cat([hints[FLOW], flow[:, :, None, None]], dim=2)  # [B, T, 2, 1]
         first = self.groups[0][0]  # the group led by precipitation (images come first)
         rain = self.rain_history(batch, hints[first], *parts[first][1:], days=days)
         series = torch.cat([rain, weather], dim=-1)  # [B, T, RAIN_LAGS + 1 + 2k]

@@ -20,7 +20,9 @@ do not outweigh a dry catchment's whole record.
 
 With the catchment memory's ``history_flow`` (``training.memory``), its riverflow on the
 days before the window is a further term: the mean squared error in normalised units over
-the days the gauge has a value, weighted by ``LossConfig.history_flow``.
+the days the gauge has a value, weighted by ``LossConfig.history_flow``; on rainfall-runoff
+sequences (``pipeline.runoff``), the same over their target days, weighted by
+``LossConfig.runoff``.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ class LossConfig:
     # normalised values beyond this are clipped before turning physical (exp overflow)
     flow_clip: float = 8.0
     history_flow: float = 0.0  # the weight of the memory's riverflow on the history days
+    runoff: float = 0.0  # the weight of its riverflow on rainfall-runoff sequences
 
 
 HISTORY_FLOW = "history_flow"  # the model output's entry for it (training.model)
+RUNOFF = "runoff"  # and for the rainfall-runoff sequences' (pipeline.runoff)
 
 
 def modality_slices(groups: list[tuple[str, tuple[str, ...]]], patch_pixels: int):
@@ -78,7 +82,7 @@ def mae_loss(
     catchment: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss (a scalar) and each modality's mean squared error (detached scalars;
-    also ``history_flow``'s when it counts).
+    also ``history_flow``'s and ``runoff``'s when they count).
     ``denormalize(name, x)`` (physical units) is needed for ``flow_units`` "physical" and
     "catchment", and the samples' ``catchment`` ``[B]`` (long, -1 for padding) for the
     latter."""
@@ -99,12 +103,13 @@ def mae_loss(
         term = cfg.weights.get(m, 1.0) * mse
         total = term if total is None else total + term
     assert total is not None
-    if HISTORY_FLOW in out and cfg.history_flow:
-        h = out[HISTORY_FLOW]  # [B, H] each
-        sq = torch.where(h["valid"], (h["pred"] - h["target"]) ** 2, 0.0)
-        mse = sq.sum() / h["valid"].sum().clamp_min(1)
-        per_modality[HISTORY_FLOW] = mse.detach()
-        total = total + cfg.history_flow * mse
+    for key, weight in ((HISTORY_FLOW, cfg.history_flow), (RUNOFF, cfg.runoff)):
+        if key in out and weight:
+            h = out[key]  # [B, H] or [A, S] each
+            sq = torch.where(h["valid"], (h["pred"] - h["target"]) ** 2, 0.0)
+            mse = sq.sum() / h["valid"].sum().clamp_min(1)
+            per_modality[key] = mse.detach()
+            total = total + weight * mse
     return total, per_modality
 
 

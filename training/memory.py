@@ -44,26 +44,37 @@ def memory_inputs(
     validity ``[B, T, 1]``, mask ``[B, T]``) its value and a flag where visible, 0 and 0
     where not. A day before the window (``before``: ``pipeline.history.HISTORY_FEATURES``,
     normalised, 0 where invalid, and their validity, ``[B, H, k + 1]`` each): the same
-    columns, the whole catchment's mean with its validity as the share or flag, riverflow
-    never given. Every day ends with the static ``attributes [B, 2A]``."""
+    columns by :func:`unseen_flow_days`. Every day ends with the static ``attributes [B, 2A]``."""
     columns = [weather]
     for x, v, mask in series:
         seen = (v[..., 0] > 0) & ~mask  # [B, T]
         columns += [torch.where(seen, x[..., 0], 0.0)[..., None], seen.float()[..., None]]
     days = torch.cat(columns, dim=-1)  # [B, T, 2k + 2 * len(series)]
     if before is not None:
-        x, valid = before
-        known = torch.stack([x, valid.float()], dim=-1).flatten(2)  # [B, H, 2(k + 1)]
-        unknown = days.new_zeros(*known.shape[:2], days.shape[-1] - known.shape[-1])
-        days = torch.cat([torch.cat([known, unknown], dim=-1), days], dim=1)
-    static = attributes[:, None, :].expand(-1, days.shape[1], -1)  # [B, H + T, 2A]
-    return torch.cat([days, static], dim=-1)
+        days = torch.cat([unseen_flow_days(*before, days.shape[-1]), days], dim=1)
+    return with_attributes(days, attributes)
+
+
+def unseen_flow_days(x: Tensor, valid: Tensor, columns: int) -> Tensor:
+    """Days whose riverflow the memory never reads (before a window, a rainfall-runoff
+    sequence's): ``x [B, S, k + 1]`` (``HISTORY_FEATURES``, normalised, 0 where invalid)
+    and ``valid`` as a window day's ``columns``: each feature's value and validity (the
+    whole catchment's mean, its validity as the share or flag), riverflow's value and flag
+    0: ``[B, S, columns]``."""
+    known = torch.stack([x, valid.float()], dim=-1).flatten(2)  # [B, S, 2(k + 1)]
+    unknown = known.new_zeros(*known.shape[:2], columns - known.shape[-1])
+    return torch.cat([known, unknown], dim=-1)
+
+
+def with_attributes(days: Tensor, attributes: Tensor) -> Tensor:
+    """Each day ``[B, S, c]`` followed by the static ``attributes [B, 2A]``: ``[B, S, c + 2A]``."""
+    return torch.cat([days, attributes[:, None, :].expand(-1, days.shape[1], -1)], dim=-1)
 
 
 class CatchmentMemory(nn.Module):
     """An LSTM over ``[B, H + T, F]`` daily inputs; per series group, its state on the last
     ``T`` days embedded to the decoder's width ``[B, T, Dd]``; with ``history_flow``, its
-    riverflow (normalised) on the first ``H`` days ``[B, H]``."""
+    riverflow (normalised) on every day ``[B, H + T]``."""
 
     def __init__(
         self,
@@ -82,11 +93,16 @@ class CatchmentMemory(nn.Module):
 
     def forward(self, inputs: Tensor, days: int) -> tuple[dict[str, Tensor], Tensor | None]:
         """``inputs [B, H + T, F]`` -> per series group ``[B, T, Dd]``, and riverflow on
-        the ``H`` days before the window ``[B, H]`` (None without ``history_flow`` or
-        history)."""
+        every day ``[B, H + T]`` (None without ``history_flow``)."""
         state, _ = self.lstm(inputs)  # [B, H + T, M]
         window = state[:, -days:]  # [B, T, M]
         terms = {name: embed(window) for name, embed in self.embed.items()}
-        before = state[:, :-days]  # [B, H, M]
-        flow = None if self.flow is None or not before.shape[1] else self.flow(before)[..., 0]
-        return terms, flow
+        return terms, None if self.flow is None else self.flow(state)[..., 0]
+
+    def runoff(self, inputs: Tensor) -> Tensor:
+        """Riverflow (normalised) ``[A, S]`` of rainfall-runoff sequences ``inputs [A, S, F]``
+        (:func:`unseen_flow_days` with the attributes): the LSTM and head of ``forward``."""
+        if self.flow is None:
+            raise ValueError("rainfall-runoff sequences need the memory's flow head (history_flow)")
+        state, _ = self.lstm(inputs)  # [A, S, M]
+        return self.flow(state)[..., 0]

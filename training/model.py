@@ -41,14 +41,15 @@ from pipeline.manifest import Manifest
 from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
+from training.budget import within_budget
 from training.catchment import catchment_tokens, catchment_weather
 from training.cross_decoder import CrossDecoder
 from training.decoder import Decoded, Decoder, Restore
 from training.hints import DecoderHints, Parts
 from training.layers import Block, TokenPositions
-from training.loss import HISTORY_FLOW, LossConfig, mae_loss
+from training.loss import HISTORY_FLOW, RUNOFF, LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
-from training.memory import CatchmentMemory, memory_inputs
+from training.memory import CatchmentMemory, memory_inputs, unseen_flow_days, with_attributes
 
 DECODERS = ("mae", "cross")
 PRESETS = ("tiny", "small", "full")
@@ -86,6 +87,9 @@ class ModelConfig:
     # the memory also predicts riverflow on the history days, a training target there (the
     # gauge's record before the window; never an input)
     history_flow: bool = False
+    # the memory's riverflow on the window's days is one of riverflow's hints, a kind the
+    # mix weighs against interpolation in time (needs history_flow and hints)
+    flow_fill: bool = False
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -192,11 +196,15 @@ class HydroMAE(nn.Module):
             nn.init.normal_(self.encoder_mask_token, std=0.02)
         for p in self.group_embed.values():
             nn.init.normal_(p, std=0.02)
+        if cfg.flow_fill and not (cfg.history_flow and cfg.hints):
+            raise ValueError(
+                "flow_fill makes the memory's riverflow a hint: it needs history_flow and hints"
+            )
         hints = None
         if cfg.hints:
             hints = DecoderHints(
                 self.groups, self.image_groups, width, valid, geometry.patch_cols, pp,
-                cfg.decoder_dim, weather, cfg.gated_mix,
+                cfg.decoder_dim, weather, cfg.gated_mix, cfg.flow_fill,
             )  # fmt: skip
         parts = dict(
             groups=self.groups,
@@ -210,8 +218,10 @@ class HydroMAE(nn.Module):
             mlp_ratio=cfg.mlp_ratio,
             hints=hints,
         )
-        if cfg.memory:  # a day's weather, each series' value and flag, the attributes
-            features = weather + 2 * len(VECTOR_MODALITIES) + self.static.in_features
+        # a memory day's columns: its weather, each series' value and flag
+        self.memory_columns = weather + 2 * len(VECTOR_MODALITIES)
+        if cfg.memory:  # a day's columns, then the attributes
+            features = self.memory_columns + self.static.in_features
             series = [n for n in width if n not in self.image_groups]
             self.memory = CatchmentMemory(features, d, cfg.decoder_dim, series, cfg.history_flow)
         elif cfg.history_flow:
@@ -242,34 +252,13 @@ class HydroMAE(nn.Module):
             mask = batch[f"{mods[0]}_mask"]
         return x, v, mask.to(x.device)
 
-    def _budget(self, batch: dict, keep: Tensor, days: int) -> Tensor:
-        """At most ``image_budget`` of a day's visible image tokens ``keep [B, T*N]``: the
-        catchment's patches first, then the others in an order that turns with the day
-        (so that every patch is seen over a window). Unchanged where few enough are visible."""
-        b, length = keep.shape
-        n = length // days
-        by_day = keep.view(b, days, n)
-        if int(by_day.sum(-1).max()) <= self.image_budget:
-            return keep
-        patch = torch.arange(n, device=keep.device)
-        turn = (patch[None, :] + torch.arange(days, device=keep.device)[:, None]) % n
-        score = (turn / n).expand(b, days, n)  # [B, T, N] in [0, 1)
-        if "catchment_weight" in batch:
-            w = batch["catchment_weight"].float()[:, None, :]  # [B, 1, N]
-            score = score + 2 * (w > 0) + w
-        score = torch.where(by_day, score, -1.0)
-        top = score.topk(min(self.image_budget, n), dim=-1).indices  # [B, T, budget]
-        chosen = torch.zeros_like(by_day).scatter(-1, top, True) & by_day
-        return chosen.view(b, length)
-
-    def _attributes(self, batch: dict) -> Tensor:
-        """The static attributes ``[B, 2A]``: their signed log and validity (zeros without)."""
-        if "static" in batch and batch["static"].shape[-1]:
-            s = batch["static"].float()
-            return torch.cat(
-                [torch.sign(s) * torch.log1p(s.abs()), batch["static_valid"].float()], -1
-            )
-        return torch.zeros(batch["evap"].shape[0], self.static.in_features, device=self.device)
+    def _attributes(self, static: Tensor | None, valid: Tensor | None, b: int) -> Tensor:
+        """The static attributes ``static [B, A]`` (0 where not ``valid``) as ``[B, 2A]``:
+        their signed log and validity (zeros without any)."""
+        if static is not None and valid is not None and static.shape[-1]:
+            s = static.float()
+            return torch.cat([torch.sign(s) * torch.log1p(s.abs()), valid.float()], -1)
+        return torch.zeros(b, self.static.in_features, device=self.device)
 
     def _static(self, attributes: Tensor, before: tuple[Tensor, Tensor] | None) -> Tensor:
         """The static-attribute token ``[B, 1, D]`` from ``attributes [B, 2A]``, with the
@@ -291,14 +280,7 @@ class HydroMAE(nn.Module):
                 f"the batch has {x.shape[1]} days of history, the model takes "
                 f"{self.cfg.history_days}"
             )
-        x = torch.stack(
-            [
-                self.normalizer.where_valid(n, x[..., i], valid[..., i])
-                for i, n in enumerate(HISTORY_FEATURES)
-            ],
-            dim=-1,
-        )  # [B, H, F], 0 where invalid
-        return x, valid
+        return self.normalizer.where_valid_features(HISTORY_FEATURES, x, valid), valid
 
     def _history(self, x: Tensor, valid: Tensor) -> Tensor:
         """The catchment's weather before the window, ``x [B, H, F]`` (normalised, 0 where
@@ -331,7 +313,9 @@ class HydroMAE(nn.Module):
             [(mods, parts[n]) for n, mods in self.groups if n in self.image_groups],
             batch, days, self.geometry.patch_pixels,
         )  # fmt: skip  # [B, T, 6]
-        attributes = self._attributes(batch)  # [B, 2A]
+        attributes = self._attributes(
+            batch.get("static"), batch.get("static_valid"), batch["evap"].shape[0]
+        )  # [B, 2A]
         before = self._history_values(batch) if self.cfg.history_days else None
         encoded, restore, keys = [], {}, []
         image: tuple[Tensor, Tensor, Tensor] | None = None
@@ -340,7 +324,7 @@ class HydroMAE(nn.Module):
             b, length = mask.shape
             keep = ~mask
             if name in self.image_groups and not everything:
-                keep = self._budget(batch, keep, days)
+                keep = within_budget(batch, keep, days, self.image_budget)
             counts = keep.sum(dim=1)  # [B]
             n_keep = int(counts.max())
             order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept first
@@ -385,22 +369,41 @@ class HydroMAE(nn.Module):
 
     def forward_memory(self, encoded: Encoded) -> tuple[dict[str, Tensor], Tensor | None]:
         """The catchment memory's query terms per series group ``[B, T, Dd]`` (none without
-        ``memory``) and, with ``history_flow``, its riverflow on the history days ``[B, H]``
-        (normalised units)."""
+        ``memory``) and, with ``history_flow``, its riverflow on the history's and the
+        window's days ``[B, H + T]`` (normalised units)."""
         if not self.cfg.memory:
             return {}, None
         series = [encoded.parts[name] for name in VECTOR_MODALITIES]
         inputs = memory_inputs(encoded.weather, series, encoded.attributes, encoded.before)
         return self.memory(inputs, encoded.weather.shape[1])  # inputs [B, H + T, F]
 
-    def forward_decoder(self, batch: dict, encoded: Encoded, terms: dict[str, Tensor]) -> Decoded:
+    def forward_decoder(
+        self, batch: dict, encoded: Encoded, terms: dict[str, Tensor], flow: Tensor | None = None
+    ) -> Decoded:
         """Per group: predictions ``[B, L, w]``, where they were made ``[B, L]`` (bool) and
         (with hints) the learned mix of the hints they started from ``[B, L, w]``; ``terms``
-        are :meth:`forward_memory`'s."""
+        are :meth:`forward_memory`'s, ``flow`` its riverflow on the window's days ``[B, T]``
+        (a hint with ``flow_fill``)."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
         h, restore, parts, weather, _, _ = encoded
-        return self.decoder(batch, h, restore, parts, weather, terms)
+        flow = flow if self.cfg.flow_fill else None
+        return self.decoder(batch, h, restore, parts, weather, terms, flow)
+
+    def forward_runoff(self, batch: dict) -> dict[str, Tensor]:
+        """The memory's riverflow on a batch's rainfall-runoff sequences
+        (``pipeline.runoff``): ``pred``, ``target`` (normalised units) and ``valid``
+        ``[A, S]``. The same LSTM and head as the window's memory, on days it reads no flow."""
+        x, valid, flow, known, static, has = (
+            batch[f"runoff{k}"].to(self.device)
+            for k in ("", "_valid", "_flow", "_flow_valid", "_static", "_static_valid")
+        )  # fmt: skip
+        x = self.normalizer.where_valid_features(HISTORY_FEATURES, x, valid)
+        days = unseen_flow_days(x, valid, self.memory_columns)
+        attributes = self._attributes(static, has, x.shape[0])  # [A, 2A]
+        pred = self.memory.runoff(with_attributes(days, attributes))  # [A, S]
+        target = self.normalizer.where_valid("riverflow", flow, known)
+        return {"pred": pred, "target": target, "valid": known}
 
     def forward_loss(
         self, out: dict[str, dict[str, Tensor]], cfg: LossConfig, catchment: Tensor | None = None
@@ -420,11 +423,17 @@ class HydroMAE(nn.Module):
         """Per group: ``pred`` ``[B, L, w]`` (normalised units), ``target`` and ``valid``
         ``[B, L, w]``, ``mask`` ``[B, L]`` (MAE-masked), ``predicted`` ``[B, L]`` and (with
         hints) ``mix`` ``[B, L, w]``, the prediction with the network's correction silenced.
-        With ``history_flow`` and a batch that carries it, ``out["history_flow"]`` holds the
-        memory's riverflow on the history days ``pred``, its ``target`` and ``valid`` ``[B, H]``."""
+        With ``history_flow``, riverflow's ``memory`` ``[B, T, 1]`` is the memory's own
+        riverflow on the window's days, and for a batch that carries the history's flow
+        ``out["history_flow"]`` holds the memory's riverflow on the history days ``pred``,
+        its ``target`` and ``valid`` ``[B, H]``. A batch with rainfall-runoff sequences
+        (``pipeline.runoff``) adds ``out["runoff"]`` (:meth:`forward_runoff`)."""
         encoded = self.forward_encoder(batch)
-        terms, history_flow = self.forward_memory(encoded)
-        decoded = self.forward_decoder(batch, encoded, terms)
+        terms, flow = self.forward_memory(encoded)
+        days = encoded.weather.shape[1]
+        decoded = self.forward_decoder(
+            batch, encoded, terms, None if flow is None else flow[:, -days:]
+        )
         parts = encoded.parts
         out = {}
         for name, _ in self.groups:
@@ -438,8 +447,12 @@ class HydroMAE(nn.Module):
             }
             if mix is not None:
                 out[name]["mix"] = mix
-        if history_flow is not None and "history_flow" in batch:  # a target, read only here
-            flow, valid = (batch[k].to(self.device) for k in ("history_flow", "history_flow_valid"))
-            target = self.normalizer.where_valid("riverflow", flow, valid)
-            out[HISTORY_FLOW] = {"pred": history_flow, "target": target, "valid": valid}
+        if flow is not None:
+            out["riverflow"]["memory"] = flow[:, -days:, None]
+        if flow is not None and "history_flow" in batch:  # a target, read only here
+            seen, valid = (batch[k].to(self.device) for k in ("history_flow", "history_flow_valid"))
+            target = self.normalizer.where_valid("riverflow", seen, valid)
+            out[HISTORY_FLOW] = {"pred": flow[:, :-days], "target": target, "valid": valid}
+        if "runoff" in batch:
+            out[RUNOFF] = self.forward_runoff(batch)
         return out

@@ -77,13 +77,16 @@ def regression_predictions(
 
 
 def model_predictions(out: dict, groups: list, pixels: int, shapes: dict) -> dict[str, dict]:
-    """``{modality: {"model": pred, "mix": mix}}`` from the model's output, each reshaped
-    to the modality's values (``mix`` only with hints)."""
+    """``{modality: {"model": pred, "mix": mix, "memory": flow}}`` from the model's output,
+    each reshaped to the modality's values (``mix`` only with hints, ``memory`` only for
+    riverflow with the memory's flow head)."""
     preds: dict[str, dict[str, Tensor]] = {}
     for group, m, cols in modality_slices(groups, pixels):
-        preds[m] = {"model": out[group]["pred"][..., cols].reshape(shapes[m])}
-        if "mix" in out[group]:
-            preds[m]["mix"] = out[group]["mix"][..., cols].reshape(shapes[m])
+        preds[m] = {
+            method: out[group][key][..., cols].reshape(shapes[m])
+            for method, key in (("model", "pred"), ("mix", "mix"), ("memory", "memory"))
+            if key in out[group]
+        }
     return preds
 
 

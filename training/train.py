@@ -30,9 +30,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.files import atomic_write
+from pipeline.history import CatchmentHistory
 from pipeline.loader import HydroLoader, build_loader
 from pipeline.manifest import Manifest
-from pipeline.schema import MODALITIES
+from pipeline.runoff import RunoffSequences
+from pipeline.schema import MODALITIES, STORE
 from training import checkpoint
 from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
 from training.device import pick_device, to_device
@@ -91,6 +93,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         image_dtype=cfg.image_dtype, pin_memory=device.type == "cuda",
         history_days=cfg.history_days,
     )  # fmt: skip
+    runoff = None
+    if cfg.runoff_sequences:  # the catchment means, read once (as the loader's history)
+        history = CatchmentHistory.read(str(Path(cfg.data) / STORE), manifest, cfg.history_days)
+        runoff = RunoffSequences(
+            history, manifest, cfg.history_days + manifest.window, manifest.window
+        )
     if len(loader) < cfg.accumulate:
         raise ValueError(f"{cfg.data}: the training split gives {len(loader)} batch(es) an epoch")
     val_loader = None
@@ -143,6 +151,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             parts = list(itertools.islice(batches, cfg.accumulate))
             if len(parts) < cfg.accumulate:
                 break
+            if runoff is not None:  # keyed by the step: a resumed run draws the same
+                for micro, batch in enumerate(parts):
+                    batch.update(runoff.draw(cfg.runoff_sequences, cfg.seed, step, rank, micro))
             parts = [to_device(batch, device) for batch in parts]
             waited = time.perf_counter() - began  # the loader's share of the step
             # this step's learning rate: linear warm-up, then cosine decay

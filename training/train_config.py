@@ -146,6 +146,27 @@ class TrainConfig:
             "--memory and --history-days",
         },
     )
+    runoff_sequences: int = field(
+        default=0,
+        metadata={
+            "min": 0,
+            "help": "rainfall-runoff sequences a step (pipeline.runoff: a gauged catchment's "
+            "history_days + window days of weather, its riverflow the target on the last "
+            "window days, all in the training period) on which the memory's flow head is also "
+            "trained; 0: none. Needs --history-flow",
+        },
+    )
+    runoff_weight: float = field(
+        default=1.0,
+        metadata={"min": 0.0, "help": "the loss's weight of the rainfall-runoff sequences"},
+    )
+    flow_fill: bool = field(
+        default=False,
+        metadata={
+            "help": "the memory's riverflow on the window's days is one of riverflow's hints, "
+            "weighed by the mix against interpolation. Needs --history-flow and the hints"
+        },
+    )
     log_every: int = field(default=10, metadata={"min": 1})
     val_every: int = field(
         default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
@@ -169,6 +190,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.history_days = cfg.history_days
     model_cfg.memory = cfg.memory
     model_cfg.history_flow = cfg.history_flow > 0
+    model_cfg.flow_fill = cfg.flow_fill
     if cfg.hints and cfg.norm_pix_loss:
         raise ValueError(
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
@@ -179,6 +201,14 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
             "--history-flow trains the catchment memory on the days before each window: it "
             "needs --memory and --history-days"
         )
+    for flag, used in (
+        ("--runoff-sequences", cfg.runoff_sequences),
+        ("--flow-fill", cfg.flow_fill),
+    ):
+        if used and not cfg.history_flow:
+            raise ValueError(f"{flag} uses the memory's flow head: it needs --history-flow")
+    if cfg.flow_fill and not cfg.hints:
+        raise ValueError("--flow-fill makes the memory's riverflow a hint: drop --no-hints")
     if cfg.gated_mix and not cfg.hints:
         raise ValueError("--gated-mix gates the hints' mix: it needs the hints (drop --no-hints)")
     return HydroMAE(
@@ -189,7 +219,10 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
 def loss_config(cfg: TrainConfig) -> LossConfig:
     """The loss's settings from the flags (checked before any process or loader starts)."""
     loss_cfg = LossConfig(
-        norm_pix_loss=cfg.norm_pix_loss, flow_units=cfg.flow_loss, history_flow=cfg.history_flow
+        norm_pix_loss=cfg.norm_pix_loss,
+        flow_units=cfg.flow_loss,
+        history_flow=cfg.history_flow,
+        runoff=cfg.runoff_weight if cfg.runoff_sequences else 0.0,
     )
     if cfg.loss_weights:
         if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
