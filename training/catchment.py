@@ -4,7 +4,8 @@ Both weigh each patch by the sample's ``catchment_weight`` ``[B, N]`` (the share
 catchment it covers) and use visible positions only: :func:`catchment_weather` the visible
 values (the encoder's series tokens, the decoder's hints and the catchment memory read it),
 :func:`catchment_tokens` the encoder's embeddings of the visible patches (the catchment's
-rain onto the series' tokens).
+rain onto the series' tokens). :func:`attribute_features` turns its static attributes into
+the features the static token and the memory read.
 
 Shapes: B batch, T days, N valid patches, P = p*p pixels, k a group's modalities, S a
 group's encoded tokens, D the encoder's width.
@@ -16,6 +17,18 @@ import torch
 from torch import Tensor
 
 Parts = tuple[Tensor, Tensor, Tensor]  # a group's values, validity [B, L, w], mask [B, L]
+
+
+def attribute_features(
+    static: Tensor | None, valid: Tensor | None, width: int, like: Tensor
+) -> Tensor:
+    """The catchment's static attributes ``static [B, A]`` (0 where not ``valid``) as the
+    model reads them, ``[B, 2A]``: their signed log and validity; ``[B, width]`` zeros on
+    ``like``'s device without any (``like`` any ``[B, ...]`` tensor)."""
+    if static is not None and valid is not None and static.shape[-1]:
+        s = static.float()
+        return torch.cat([torch.sign(s) * torch.log1p(s.abs()), valid.float()], -1)
+    return torch.zeros(like.shape[0], width, device=like.device)
 
 
 def catchment_weather(

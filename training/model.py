@@ -42,7 +42,7 @@ from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.budget import within_budget
-from training.catchment import catchment_tokens, catchment_weather
+from training.catchment import attribute_features, catchment_tokens, catchment_weather
 from training.cross_decoder import CrossDecoder
 from training.decoder import Decoded, Decoder, Restore
 from training.hints import DecoderHints, Parts
@@ -252,14 +252,6 @@ class HydroMAE(nn.Module):
             mask = batch[f"{mods[0]}_mask"]
         return x, v, mask.to(x.device)
 
-    def _attributes(self, static: Tensor | None, valid: Tensor | None, b: int) -> Tensor:
-        """The static attributes ``static [B, A]`` (0 where not ``valid``) as ``[B, 2A]``:
-        their signed log and validity (zeros without any)."""
-        if static is not None and valid is not None and static.shape[-1]:
-            s = static.float()
-            return torch.cat([torch.sign(s) * torch.log1p(s.abs()), valid.float()], -1)
-        return torch.zeros(b, self.static.in_features, device=self.device)
-
     def _static(self, attributes: Tensor, before: tuple[Tensor, Tensor] | None) -> Tensor:
         """The static-attribute token ``[B, 1, D]`` from ``attributes [B, 2A]``, with the
         summary of the history ``before`` (:meth:`_history_values`) added."""
@@ -313,8 +305,8 @@ class HydroMAE(nn.Module):
             [(mods, parts[n]) for n, mods in self.groups if n in self.image_groups],
             batch, days, self.geometry.patch_pixels,
         )  # fmt: skip  # [B, T, 6]
-        attributes = self._attributes(
-            batch.get("static"), batch.get("static_valid"), batch["evap"].shape[0]
+        attributes = attribute_features(
+            batch.get("static"), batch.get("static_valid"), self.static.in_features, weather
         )  # [B, 2A]
         before = self._history_values(batch) if self.cfg.history_days else None
         encoded, restore, keys = [], {}, []
@@ -400,7 +392,7 @@ class HydroMAE(nn.Module):
         )  # fmt: skip
         x = self.normalizer.where_valid_features(HISTORY_FEATURES, x, valid)
         days = unseen_flow_days(x, valid, self.memory_columns)
-        attributes = self._attributes(static, has, x.shape[0])  # [A, 2A]
+        attributes = attribute_features(static, has, self.static.in_features, x)  # [A, 2A]
         pred = self.memory.runoff(with_attributes(days, attributes))  # [A, S]
         target = self.normalizer.where_valid("riverflow", flow, known)
         return {"pred": pred, "target": target, "valid": known}
