@@ -12,6 +12,7 @@ from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer, VariableStats
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.baselines import interpolate_time, neighbour_mean
+from training.hints import NEAR_DAYS, visible_nearness
 from training.loss import LossConfig, mae_loss
 from training.memory import CatchmentMemory
 from training.model import Geometry, HydroMAE, ModelConfig
@@ -467,6 +468,7 @@ def test_rainfall_runoff_sequences_train_the_memorys_own_flow_head(small_mask_pa
         "runoff": batch["history"], "runoff_valid": batch["history_valid"],
         "runoff_flow": target, "runoff_flow_valid": known,
         "runoff_static": static, "runoff_static_valid": batch["static_valid"],
+        "runoff_catchment": torch.tensor([2, 0, 1, 2]),
     }  # fmt: skip
     sim = strategies.apply({**batch, **runoff}, ["simulate"] * 4)
     model = model_for(geometry, "cross", history_days=h, memory=True, history_flow=True).eval()
@@ -480,6 +482,24 @@ def test_rainfall_runoff_sequences_train_the_memorys_own_flow_head(small_mask_pa
     total, per = mae_loss(out, model.groups, model.geometry.patch_pixels, LossConfig(runoff=2.0))
     direct = ((pred - want)[known] ** 2).mean()
     assert torch.allclose(per["runoff"], direct) and torch.allclose(total, plain + 2 * direct)
+    # a per-catchment NSE loss scales every riverflow target by its own catchment's spread:
+    # a sequence's (runoff_catchment) and the history's (the window's catchment)
+    stds, eps = torch.tensor([0.5, 2.0, 4.0]), 0.1
+    cfg = LossConfig(runoff=1.0, history_flow=1.0, flow_units="catchment",
+                     catchment_flow_std=stds, nse_eps=eps)  # fmt: skip
+    windows = torch.tensor([1, 0, 2, -1])  # the last: padding
+    _, nse = model.forward_loss(out, cfg, windows)
+
+    def scaled(h: dict, of: torch.Tensor) -> torch.Tensor:
+        mm = [
+            model.normalizer.denormalize("riverflow", h[k].clamp(-8, 8)) for k in ("pred", "target")
+        ]
+        err = (mm[0] - mm[1]) / (stds[of.clamp_min(0)] + eps)[:, None]
+        return (err**2)[h["valid"]].mean()
+
+    torch.testing.assert_close(nse["runoff"], scaled(out["runoff"], runoff["runoff_catchment"]))
+    torch.testing.assert_close(nse["history_flow"], scaled(out["history_flow"], windows))
+    assert not torch.isclose(nse["runoff"], direct)
     model.train()
     model(sim)["runoff"]["pred"].sum().backward()
     assert model.memory.lstm.weight_ih_l0.grad.abs().sum() > 0
@@ -507,6 +527,94 @@ def test_a_flow_fill_makes_the_memorys_riverflow_a_kind_of_riverflows_hint(small
         with pytest.raises(ValueError, match="flow_fill"):
             settings = {"history_flow": True, "flow_fill": True, **missing}
             model_for(geometry, history_days=h, memory=True, **settings)
+
+
+def test_visible_nearness_is_how_far_the_nearest_visible_days_are():
+    """exp(-days / NEAR_DAYS) to the last visible day and to the next, per series; 1 on a
+    visible day, 0 on a side with none."""
+    seen = torch.zeros(2, 12, 2, dtype=torch.bool)
+    seen[0, [3, 8], 0] = True
+    seen[1, 5, 1] = True
+    near = visible_nearness(seen).view(2, 12, 2, 2)  # [B, T, series, (before, after)]
+    for b, t, k in np.ndindex(2, 12, 2):
+        days = np.flatnonzero(seen[b, :, k].numpy())
+        before, after = days[days <= t], days[days >= t]
+        want = [
+            np.exp(-(t - before[-1]) / NEAR_DAYS) if before.size else 0.0,
+            np.exp(-(after[0] - t) / NEAR_DAYS) if after.size else 0.0,
+        ]
+        np.testing.assert_allclose(near[b, t, k].numpy(), want, rtol=1e-6)
+    assert not near[0, :, 1].any()  # the first sample's second series: nothing visible
+
+
+@pytest.mark.parametrize("decoder", ["mae", "cross"])
+def test_with_nearness_the_gate_weighs_the_fills_by_how_near_a_visible_day_is(
+    small_mask_path, decoder
+):
+    """With ``nearness`` the gate reads how near riverflow's visible days are: a gate that
+    moves weight from the memory's flow to interpolation by the nearness gives each masked
+    day exactly that mix; and the prediction still reads visible values only."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    batch = with_history(batch, h)
+    model = model_for(
+        geometry, decoder, history_days=h, memory=True, history_flow=True, flow_fill=True,
+        gated_mix=True, nearness=True,
+    ).eval()  # fmt: skip
+    hints = model.decoder.hints
+    gate = hints.gate["riverflow"]  # [decoder_dim + 2] -> [kinds 2 x 1 modality]
+    assert gate.in_features == model.cfg.decoder_dim + 2
+    with torch.no_grad():
+        hints.mix["riverflow"].copy_(torch.tensor([[0.0], [1.0]]))
+        gate.weight.zero_()
+        gate.weight[0, -2:] = 0.5  # interpolation: + the mean nearness
+        gate.weight[1, -2:] = -0.5  # the memory's flow: - the same
+        out = model(batch)["riverflow"]
+        changed = model(with_masked_values_changed(batch))["riverflow"]
+    x, v, mask = model.forward_encoder(batch).parts["riverflow"]
+    seen = (v > 0) & ~mask[..., None]  # [B, T, 1]
+    interp = interpolate_time(x, seen)[..., 0]  # [B, T]
+    near = visible_nearness(seen).mean(-1)  # [B, T]
+    want = near * interp + (1 - near) * out["memory"][..., 0]
+    at = out["mask"] & out["predicted"]
+    assert at.any() and (near[at] > 0.1).any() and (near[at] < 0.9).any()
+    torch.testing.assert_close(out["mix"][..., 0][at], want[at])
+    assert torch.equal(out["pred"], changed["pred"])
+
+
+def test_the_memorys_flow_fill_never_reads_the_windows_flow_and_learns_on_its_days(
+    small_mask_path,
+):
+    """With ``flow_fill`` the memory's riverflow is a simulation: the same whether the
+    window's flow is visible or withheld, and with every visible flow value changed; the
+    memory's query terms still read the visible flow. Its targets are the history's days
+    and every valid day of the window, visible or masked."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    batch = with_history(batch, h)
+    model = model_for(
+        geometry, "cross", history_days=h, memory=True, history_flow=True, flow_fill=True
+    ).eval()
+    withheld = strategies.apply(batch, ["ungauged"] * 4)  # riverflow masked, nothing else
+    changed = {**batch, "riverflow": batch["riverflow"] * 3 + 1}
+    with torch.no_grad():
+        (terms, flow), (_, same), (moved, also) = (
+            model.forward_memory(model.forward_encoder(b)) for b in (batch, withheld, changed)
+        )
+    _, v, mask = model.forward_encoder(batch).parts["riverflow"]
+    assert ((v[..., 0] > 0) & ~mask).any()  # the seed's masks leave some flow visible
+    torch.testing.assert_close(flow, same)
+    torch.testing.assert_close(flow, also)
+    assert not torch.allclose(terms["riverflow"], moved["riverflow"])
+    with torch.no_grad():
+        out = model(batch)
+    target = out["history_flow"]
+    assert target["pred"].shape == target["valid"].shape == (4, h + T)
+    x, v, _ = model.forward_encoder(batch).parts["riverflow"]
+    torch.testing.assert_close(target["target"][:, h:], x[..., 0])
+    assert torch.equal(target["valid"][:, h:], v[..., 0] > 0)
+    torch.testing.assert_close(target["pred"][:, h:], out["riverflow"]["memory"][..., 0])
+    torch.testing.assert_close(target["pred"][:, h:], flow[:, h:])
 
 
 def test_the_catchment_memory_runs_forward_in_time():

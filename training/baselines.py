@@ -29,6 +29,20 @@ from torch import Tensor
 HARMONICS = 3
 
 
+def known_days(known: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each day's index, the last known day up to it and the next known day from it, all
+    ``known``'s shape ``[B, T, ...]`` (bool): the last is negative where no day before is
+    known, the next ``T`` or more where none after is."""
+    t = known.shape[1]
+    days = torch.arange(t, device=known.device).view(1, t, *([1] * (known.dim() - 2)))
+    days = days.expand_as(known)
+    big = t + 1
+    prev_day = torch.where(known, days, torch.full_like(days, -big)).cummax(dim=1).values
+    next_day = torch.where(known, days, torch.full_like(days, 2 * big))
+    next_day = next_day.flip(1).cummin(dim=1).values.flip(1)
+    return days, prev_day, next_day
+
+
 def interpolate_time(values: Tensor, known: Tensor) -> Tensor:
     """Fill ``values [B, T, ...]`` where ``known`` is False by linear interpolation in time.
 
@@ -36,12 +50,7 @@ def interpolate_time(values: Tensor, known: Tensor) -> Tensor:
     dimensions (``[B, T, N, 1]``: one flag per patch and day), in which case the nearest
     known days are searched once per patch rather than once per pixel."""
     t = values.shape[1]
-    days = torch.arange(t, device=values.device).view(1, t, *([1] * (known.dim() - 2)))
-    days = days.expand_as(known)
-    big = t + 1
-    prev_day = torch.where(known, days, torch.full_like(days, -big)).cummax(dim=1).values
-    next_day = torch.where(known, days, torch.full_like(days, 2 * big))
-    next_day = next_day.flip(1).cummin(dim=1).values.flip(1)  # known's shape, like prev_day
+    days, prev_day, next_day = known_days(known)
     has_prev, has_next = prev_day >= 0, next_day < t
     prev_val = values.gather(1, prev_day.clamp(0, t - 1).expand_as(values))
     next_val = values.gather(1, next_day.clamp(0, t - 1).expand_as(values))

@@ -46,7 +46,7 @@ class CrossDecoder(Decoder):
         hints: dict[str, tuple[Tensor, Tensor]],
         terms: dict[str, Tensor],
     ) -> Decoded:
-        picked, gathered, fills = {}, [], {}
+        picked, gathered, fills, extras = {}, [], {}, {}
         keys = [torch.ones_like(h[:, :1, 0], dtype=torch.bool)]  # the static token
         places = [torch.zeros_like(h[:, :1])]  # the context's positions, in the queries' terms
         for name, _ in self.groups:
@@ -64,9 +64,9 @@ class CrossDecoder(Decoder):
             if hints:  # query [B, Q, Dd]
                 hint, extra = hints[name]  # [B, L, kinds, w], [B, L, c]
                 at = masked[..., None, None].expand(-1, -1, *hint.shape[2:])
-                near = extra.gather(1, masked[..., None].expand(-1, -1, extra.shape[-1]))
                 fills[name] = hint.gather(1, at)  # [B, Q, kinds, w]
-                query = query + self.hints.query(name, fills[name], near)
+                extras[name] = extra.gather(1, masked[..., None].expand(-1, -1, extra.shape[-1]))
+                query = query + self.hints.query(name, fills[name], extras[name])
             if name in terms:  # [B, L, Dd] -> the queried positions'
                 at = masked[..., None].expand(-1, -1, query.shape[-1])
                 query = query + terms[name].gather(1, at)
@@ -86,7 +86,9 @@ class CrossDecoder(Decoder):
             b, length = restore[name].mask.shape
             tokens = x[:, offset : offset + idx.shape[1]]  # [B, Q, Dd]
             pred = self.head[name](tokens)  # [B, Q, w]
-            mix = self.hints.start(name, fills[name], tokens) if name in fills else None
+            mix = None
+            if name in fills:
+                mix = self.hints.start(name, fills[name], tokens, extras[name])
             if mix is not None:
                 pred = pred + mix
             offset += idx.shape[1]

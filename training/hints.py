@@ -8,6 +8,9 @@ on its day and the ``RAIN_LAGS`` days before, as the visible values estimate it 
 reaches the outlet mostly a day or two later), and the day's catchment weather
 (``training.catchment.catchment_weather``). The prediction starts from a learned mix
 of the fills (``mix``), so the decoder learns a correction to classical gap-filling.
+With ``nearness`` a series' query, and the gate, also carry how near its nearest visible
+days are (``visible_nearness``): interpolation is good a day from a visible value and poor a
+month from one, where the memory's riverflow (``flow_fill``) is the better fill.
 Hints read visible values only, like the encoder.
 
 Shapes: B batch, T days, N valid patches, P = p*p pixels, L a group's tokens (T*N or T),
@@ -21,11 +24,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.schema import IMAGE_MODALITIES
-from training.baselines import interpolate_time, neighbour_mean, patch_neighbours
+from training.baselines import interpolate_time, known_days, neighbour_mean, patch_neighbours
 from training.catchment import Parts
 
 RAIN_LAGS = 3  # a series' query: the catchment's rain on the day and the 3 days before
 FLOW = "riverflow"  # riverflow's group
+NEAR_DAYS = 7.0  # the nearness of a visible day d days away: exp(-d / NEAR_DAYS)
+
+
+def visible_nearness(seen: Tensor) -> Tensor:
+    """How near each day's nearest visible days are, before and after it: ``[B, T, 2k]``
+    from ``seen [B, T, k]`` (bool), ``exp(-days / NEAR_DAYS)``: 1 on a visible day, 0 where
+    none is visible on that side; columns ``[before_1, after_1, before_2, ...]``."""
+    days, prev_day, next_day = known_days(seen)
+    t = seen.shape[1]
+    back = torch.where(prev_day >= 0, days - prev_day, -1)  # -1: none before
+    ahead = torch.where(next_day < t, next_day - days, -1)
+    gaps = torch.stack([back, ahead], dim=-1).to(torch.float32)  # [B, T, k, 2]
+    near = torch.where(gaps >= 0, torch.exp(-gaps / NEAR_DAYS), 0.0)
+    return near.flatten(2)
 
 
 class DecoderHints(nn.Module):
@@ -43,6 +60,7 @@ class DecoderHints(nn.Module):
         weather: int,
         gated: bool = False,
         flow_fill: bool = False,
+        nearness: bool = False,
     ) -> None:
         super().__init__()
         self.groups, self.image_groups = groups, image_groups
@@ -57,6 +75,11 @@ class DecoderHints(nn.Module):
             "adjacency", patch_neighbours(valid_patch_indices, patch_cols), persistent=False
         )
         rain = {n: 0 if n in image_groups else RAIN_LAGS + 1 + weather for n in width}
+        # a series' nearness columns (visible_nearness), the last of its extra features
+        self.near = {
+            n: 2 * w if nearness and n not in image_groups else 0 for n, w in width.items()
+        }
+        rain = {n: c + self.near[n] for n, c in rain.items()}
         self.embed = nn.ModuleDict(
             {n: nn.Linear(kinds[n] * w + rain[n], decoder_dim) for n, w in width.items()}
         )
@@ -68,9 +91,13 @@ class DecoderHints(nn.Module):
             }
         )
         self.gate = None
-        if gated:  # decoder token -> a change of each kind's weight per modality, zero at first
+        if gated:  # decoder token (and nearness) -> a change of each kind's weight per
+            # modality, zero at first
             self.gate = nn.ModuleDict(
-                {n: nn.Linear(decoder_dim, kinds[n] * len(mods)) for n, mods in groups}
+                {
+                    n: nn.Linear(decoder_dim + self.near[n], kinds[n] * len(mods))
+                    for n, mods in groups
+                }
             )
             for layer in self.gate.values():
                 nn.init.zeros_(layer.weight)
@@ -81,7 +108,8 @@ class DecoderHints(nn.Module):
     ) -> dict[str, tuple[Tensor, Tensor]]:
         """Per group: the hint ``[B, L, kinds, w]`` and extra features ``[B, L, c]`` (the
         series: the catchment's lagged rain and the day's catchment weather ``weather``
-        ``[B, T, 2k]``, ``training.catchment.catchment_weather``; images: nothing, ``c = 0``).
+        ``[B, T, 2k]``, ``training.catchment.catchment_weather``, then with ``nearness``
+        the group's ``visible_nearness`` ``[B, T, 2w]``; images: nothing, ``c = 0``).
         With ``flow_fill``, ``flow [B, T]`` is the memory's riverflow (normalised), the last
         kind of riverflow's hint."""
         days = weather.shape[1]
@@ -95,8 +123,14 @@ class DecoderHints(nn.Module):
         series = torch.cat([rain, weather], dim=-1)  # [B, T, RAIN_LAGS + 1 + 2k]
         out = {}
         for name, hint in hints.items():  # series carry rain and weather, images nothing more
-            none = hint.new_zeros(*hint.shape[:2], 0)
-            out[name] = (hint, none if name in self.image_groups else series)
+            if name in self.image_groups:
+                out[name] = (hint, hint.new_zeros(*hint.shape[:2], 0))
+            elif self.near[name]:
+                _, v, mask = parts[name]
+                near = visible_nearness((v > 0) & ~mask[..., None])  # [B, T, 2w]
+                out[name] = (hint, torch.cat([series, near.to(series.dtype)], dim=-1))
+            else:
+                out[name] = (hint, series)
         return out
 
     def fills(self, mods: tuple[str, ...], x: Tensor, v: Tensor, mask: Tensor, days: int) -> Tensor:
@@ -146,11 +180,14 @@ class DecoderHints(nn.Module):
         query term ``[B, S, Dd]``."""
         return self.embed[name](torch.cat([hint.flatten(2), extra], dim=-1))
 
-    def start(self, name: str, hint: Tensor, x: Tensor) -> Tensor:
+    def start(self, name: str, hint: Tensor, x: Tensor, extra: Tensor) -> Tensor:
         """The output's starting point ``[B, S, w]``: the learned mix of a hint's kinds
         ``[B, S, kinds, w]``, changed per position by the gate on the decoder's output
-        tokens ``x`` ``[B, S, Dd]`` when ``gated``."""
+        tokens ``x`` ``[B, S, Dd]`` (and with ``nearness`` the nearness columns of the
+        extra features ``[B, S, c]``) when ``gated``."""
         mix = self.mix[name]  # [kinds, modalities]
         if self.gate is not None:
-            mix = mix + self.gate[name](x).view(*x.shape[:2], *mix.shape)  # [B, S, kinds, k]
+            c = self.near[name]
+            read = torch.cat([x, extra[..., -c:]], dim=-1) if c else x  # [B, S, Dd + c]
+            mix = mix + self.gate[name](read).view(*x.shape[:2], *mix.shape)  # [B, S, kinds, k]
         return (hint * mix.repeat_interleave(hint.shape[-1] // mix.shape[-1], dim=-1)).sum(-2)

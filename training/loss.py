@@ -19,10 +19,13 @@ a per-catchment NSE loss, as neuralhydrology's NSE loss, so that a wet catchment
 do not outweigh a dry catchment's whole record.
 
 With the catchment memory's ``history_flow`` (``training.memory``), its riverflow on the
-days before the window is a further term: the mean squared error in normalised units over
-the days the gauge has a value, weighted by ``LossConfig.history_flow``; on rainfall-runoff
+days before the window (with ``flow_fill``, the window's days too: that flow never reads the
+gauge) is a further term: the mean squared error in normalised units over the days the
+gauge has a value, weighted by ``LossConfig.history_flow``; on rainfall-runoff
 sequences (``pipeline.runoff``), the same over their target days, weighted by
-``LossConfig.runoff``.
+``LossConfig.runoff``. Both are riverflow, so ``flow_units`` scales them as it scales the
+window's (with "catchment", each by its own catchment's spread: neuralhydrology's NSE loss
+on every target day).
 """
 
 from __future__ import annotations
@@ -106,7 +109,11 @@ def mae_loss(
     for key, weight in ((HISTORY_FLOW, cfg.history_flow), (RUNOFF, cfg.runoff)):
         if key in out and weight:
             h = out[key]  # [B, H] or [A, S] each
-            sq = torch.where(h["valid"], (h["pred"] - h["target"]) ** 2, 0.0)
+            pred, target = h["pred"], h["target"]
+            if cfg.flow_units != "normalised":  # the sequences carry their own catchments
+                of = h.get("catchment", catchment)
+                pred, target = _flow_scaled(pred, target, cfg, denormalize, of)
+            sq = torch.where(h["valid"], (pred - target) ** 2, 0.0)
             mse = sq.sum() / h["valid"].sum().clamp_min(1)
             per_modality[key] = mse.detach()
             total = total + weight * mse
@@ -120,8 +127,9 @@ def _flow_scaled(
     denormalize: Callable[[str, Tensor], Tensor] | None,
     catchment: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """Riverflow's ``pred`` and ``target`` ``[B, L, 1]`` in mm/day over the scale of
-    ``cfg.flow_units``: the pooled ``flow_std`` or each sample's catchment's."""
+    """Riverflow's ``pred`` and ``target`` (``[B, ...]``: ``[B, L, 1]`` a window's, ``[B, H]``
+    a history's or sequences') in mm/day over the scale of ``cfg.flow_units``: the pooled
+    ``flow_std`` or each row's catchment's (``catchment [B]``)."""
     if denormalize is None:
         raise ValueError(f"flow_units {cfg.flow_units!r} needs the normalizer's denormalize")
     if cfg.flow_units == "physical":
@@ -132,7 +140,7 @@ def _flow_scaled(
                 "flow_units 'catchment' needs catchment_flow_std and the samples' catchments"
             )
         stds = cfg.catchment_flow_std[catchment.clamp_min(0)]  # [B]
-        scale = (stds + cfg.nse_eps).view(-1, 1, 1)  # [B, 1, 1]
+        scale = (stds + cfg.nse_eps).view(-1, *[1] * (pred.dim() - 1))  # [B, 1, ...]
     else:
         raise ValueError(f"unknown flow_units {cfg.flow_units!r}")
     clip = cfg.flow_clip

@@ -55,7 +55,9 @@ class MAEDecoder(Decoder):
             length = q.shape[1]
             tokens = x[:, offset : offset + length]  # [B, L, Dd]
             pred = self.head[name](tokens)  # [B, L, w]
-            mix = self.hints.start(name, hints[name][0], tokens) if hints else None
+            mix = None
+            if hints:
+                mix = self.hints.start(name, hints[name][0], tokens, hints[name][1])
             out[name] = (pred if mix is None else pred + mix, restore[name].mask, mix)
             offset += length
         return out

@@ -55,6 +55,19 @@ def memory_inputs(
     return with_attributes(days, attributes)
 
 
+def window_unseen(
+    weather: Tensor, series: list[tuple[Tensor, Tensor, Tensor]], attributes: Tensor, at: int
+) -> Tensor | None:
+    """The window's days as :func:`memory_inputs` makes them, with the series ``at``
+    (riverflow) unseen: ``[B, T, F]``; None where none of its values is seen (the window's
+    own inputs are that already)."""
+    x, v, mask = series[at]
+    if not bool(((v[..., 0] > 0) & ~mask).any()):
+        return None
+    unseen = [*series[:at], (x, v, torch.ones_like(mask)), *series[at + 1 :]]
+    return memory_inputs(weather, unseen, attributes, None)
+
+
 def unseen_flow_days(x: Tensor, valid: Tensor, columns: int) -> Tensor:
     """Days whose riverflow the memory never reads (before a window, a rainfall-runoff
     sequence's): ``x [B, S, k + 1]`` (``HISTORY_FEATURES``, normalised, 0 where invalid)
@@ -91,13 +104,26 @@ class CatchmentMemory(nn.Module):
         self.embed = nn.ModuleDict({n: nn.Linear(width, decoder_dim) for n in groups})
         self.flow = nn.Linear(width, 1) if history_flow else None
 
-    def forward(self, inputs: Tensor, days: int) -> tuple[dict[str, Tensor], Tensor | None]:
+    def forward(
+        self, inputs: Tensor, days: int, blind: Tensor | None = None
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
         """``inputs [B, H + T, F]`` -> per series group ``[B, T, Dd]``, and riverflow on
-        every day ``[B, H + T]`` (None without ``history_flow``)."""
-        state, _ = self.lstm(inputs)  # [B, H + T, M]
-        window = state[:, -days:]  # [B, T, M]
+        every day ``[B, H + T]`` (None without ``history_flow``). With ``blind [B, T, F]``,
+        the window's days with riverflow's columns 0, the riverflow of the window's days
+        is the state's after reading those instead, from the same state at the window's
+        start: a simulation, as on the days the flow head is trained on, which never
+        read a flow value (the history's, the rainfall-runoff sequences')."""
+        if blind is None:
+            state, _ = self.lstm(inputs)  # [B, H + T, M]
+            window, read = state[:, -days:], state  # [B, T, M], [B, H + T, M]
+        else:
+            h = inputs.shape[1] - days
+            before, carry = self.lstm(inputs[:, :h]) if h else (None, None)  # [B, H, M]
+            window, _ = self.lstm(inputs[:, h:], carry)  # [B, T, M]
+            read, _ = self.lstm(blind, carry)  # [B, T, M]
+            read = read if before is None else torch.cat([before, read], dim=1)
         terms = {name: embed(window) for name, embed in self.embed.items()}
-        return terms, None if self.flow is None else self.flow(state)[..., 0]
+        return terms, None if self.flow is None else self.flow(read)[..., 0]
 
     def runoff(self, inputs: Tensor) -> Tensor:
         """Riverflow (normalised) ``[A, S]`` of rainfall-runoff sequences ``inputs [A, S, F]``

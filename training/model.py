@@ -49,7 +49,13 @@ from training.hints import DecoderHints, Parts
 from training.layers import Block, TokenPositions
 from training.loss import HISTORY_FLOW, RUNOFF, LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
-from training.memory import CatchmentMemory, memory_inputs, unseen_flow_days, with_attributes
+from training.memory import (
+    CatchmentMemory,
+    memory_inputs,
+    unseen_flow_days,
+    window_unseen,
+    with_attributes,
+)
 
 DECODERS = ("mae", "cross")
 PRESETS = ("tiny", "small", "full")
@@ -88,8 +94,12 @@ class ModelConfig:
     # gauge's record before the window; never an input)
     history_flow: bool = False
     # the memory's riverflow on the window's days is one of riverflow's hints, a kind the
-    # mix weighs against interpolation in time (needs history_flow and hints)
+    # mix weighs against interpolation in time (needs history_flow and hints); it then
+    # never reads the window's flow, and the window's days are its targets too
     flow_fill: bool = False
+    # the series' queries and the gate carry how near the nearest visible days are
+    # (training.hints.visible_nearness; needs hints)
+    nearness: bool = False
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -204,7 +214,7 @@ class HydroMAE(nn.Module):
         if cfg.hints:
             hints = DecoderHints(
                 self.groups, self.image_groups, width, valid, geometry.patch_cols, pp,
-                cfg.decoder_dim, weather, cfg.gated_mix, cfg.flow_fill,
+                cfg.decoder_dim, weather, cfg.gated_mix, cfg.flow_fill, cfg.nearness,
             )  # fmt: skip
         parts = dict(
             groups=self.groups,
@@ -362,12 +372,18 @@ class HydroMAE(nn.Module):
     def forward_memory(self, encoded: Encoded) -> tuple[dict[str, Tensor], Tensor | None]:
         """The catchment memory's query terms per series group ``[B, T, Dd]`` (none without
         ``memory``) and, with ``history_flow``, its riverflow on the history's and the
-        window's days ``[B, H + T]`` (normalised units)."""
+        window's days ``[B, H + T]`` (normalised units). With ``flow_fill`` that riverflow
+        never reads the window's visible flow (the fill is the weather's answer)."""
         if not self.cfg.memory:
             return {}, None
-        series = [encoded.parts[name] for name in VECTOR_MODALITIES]
-        inputs = memory_inputs(encoded.weather, series, encoded.attributes, encoded.before)
-        return self.memory(inputs, encoded.weather.shape[1])  # inputs [B, H + T, F]
+        weather, attributes, parts = encoded.weather, encoded.attributes, encoded.parts
+        series = [parts[name] for name in VECTOR_MODALITIES]
+        inputs = memory_inputs(weather, series, attributes, encoded.before)  # [B, H + T, F]
+        blind = None  # with flow_fill, the flow head's window: the gauge's values unseen
+        if self.cfg.flow_fill:
+            flow = VECTOR_MODALITIES.index("riverflow")
+            blind = window_unseen(weather, series, attributes, flow)  # [B, T, F] or None
+        return self.memory(inputs, weather.shape[1], blind)
 
     def forward_decoder(
         self, batch: dict, encoded: Encoded, terms: dict[str, Tensor], flow: Tensor | None = None
@@ -395,7 +411,8 @@ class HydroMAE(nn.Module):
         attributes = attribute_features(static, has, self.static.in_features, x)  # [A, 2A]
         pred = self.memory.runoff(with_attributes(days, attributes))  # [A, S]
         target = self.normalizer.where_valid("riverflow", flow, known)
-        return {"pred": pred, "target": target, "valid": known}
+        catchment = batch["runoff_catchment"].to(self.device)  # [A], for the loss's scale
+        return {"pred": pred, "target": target, "valid": known, "catchment": catchment}
 
     def forward_loss(
         self, out: dict[str, dict[str, Tensor]], cfg: LossConfig, catchment: Tensor | None = None
@@ -418,8 +435,8 @@ class HydroMAE(nn.Module):
         With ``history_flow``, riverflow's ``memory`` ``[B, T, 1]`` is the memory's own
         riverflow on the window's days, and for a batch that carries the history's flow
         ``out["history_flow"]`` holds the memory's riverflow on the history days ``pred``,
-        its ``target`` and ``valid`` ``[B, H]``. A batch with rainfall-runoff sequences
-        (``pipeline.runoff``) adds ``out["runoff"]`` (:meth:`forward_runoff`)."""
+        its ``target`` and ``valid`` ``[B, H]`` (``[B, H + T]`` with ``flow_fill``). A batch
+        with rainfall-runoff sequences (``pipeline.runoff``) adds ``out["runoff"]``."""
         encoded = self.forward_encoder(batch)
         terms, flow = self.forward_memory(encoded)
         days = encoded.weather.shape[1]
@@ -444,7 +461,12 @@ class HydroMAE(nn.Module):
         if flow is not None and "history_flow" in batch:  # a target, read only here
             seen, valid = (batch[k].to(self.device) for k in ("history_flow", "history_flow_valid"))
             target = self.normalizer.where_valid("riverflow", seen, valid)
-            out[HISTORY_FLOW] = {"pred": flow[:, :-days], "target": target, "valid": valid}
+            pred = flow[:, :-days]
+            if self.cfg.flow_fill:  # a simulation: the window's days are targets too
+                x, v, _ = parts["riverflow"]  # [B, T, 1] each
+                pred, target = flow, torch.cat([target, x[..., 0]], dim=1)  # [B, H + T]
+                valid = torch.cat([valid, v[..., 0] > 0], dim=1)
+            out[HISTORY_FLOW] = {"pred": pred, "target": target, "valid": valid}
         if "runoff" in batch:
             out[RUNOFF] = self.forward_runoff(batch)
         return out

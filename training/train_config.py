@@ -164,7 +164,17 @@ class TrainConfig:
         default=False,
         metadata={
             "help": "the memory's riverflow on the window's days is one of riverflow's hints, "
-            "weighed by the mix against interpolation. Needs --history-flow and the hints"
+            "weighed by the mix against interpolation; that riverflow then never reads the "
+            "window's flow, and the window's days are its targets too (as the history's). "
+            "Needs --history-flow and the hints"
+        },
+    )
+    nearness: bool = field(
+        default=False,
+        metadata={
+            "help": "the series' mask queries, and the gate with --gated-mix, carry how near "
+            "the nearest visible days before and after are (training.hints), so the mix can "
+            "trust interpolation beside a visible day and the memory's flow far from one"
         },
     )
     log_every: int = field(default=10, metadata={"min": 1})
@@ -191,6 +201,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.memory = cfg.memory
     model_cfg.history_flow = cfg.history_flow > 0
     model_cfg.flow_fill = cfg.flow_fill
+    model_cfg.nearness = cfg.nearness
     if cfg.hints and cfg.norm_pix_loss:
         raise ValueError(
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
@@ -209,6 +220,8 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
             raise ValueError(f"{flag} uses the memory's flow head: it needs --history-flow")
     if cfg.flow_fill and not cfg.hints:
         raise ValueError("--flow-fill makes the memory's riverflow a hint: drop --no-hints")
+    if cfg.nearness and not cfg.hints:
+        raise ValueError("--nearness is a feature of the hints' queries: drop --no-hints")
     if cfg.gated_mix and not cfg.hints:
         raise ValueError("--gated-mix gates the hints' mix: it needs the hints (drop --no-hints)")
     return HydroMAE(
