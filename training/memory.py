@@ -68,6 +68,24 @@ def window_unseen(
     return memory_inputs(weather, unseen, attributes, None)
 
 
+def flow_targets(
+    flow: Tensor,
+    days: int,
+    target: Tensor,
+    valid: Tensor,
+    window: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """The memory's riverflow ``flow [B, H + T]`` against the history's ``target`` and
+    ``valid`` ``[B, H]``: ``pred``, ``target``, ``valid`` ``[B, H]``; with ``window`` (the
+    window's riverflow values and validity ``[B, T, 1]``, for a flow that never read them)
+    the window's days too, ``[B, H + T]``."""
+    if window is None:
+        return {"pred": flow[:, :-days], "target": target, "valid": valid}
+    x, v = window
+    target = torch.cat([target, x[..., 0]], dim=1)
+    return {"pred": flow, "target": target, "valid": torch.cat([valid, v[..., 0] > 0], dim=1)}
+
+
 def unseen_flow_days(x: Tensor, valid: Tensor, columns: int) -> Tensor:
     """Days whose riverflow the memory never reads (before a window, a rainfall-runoff
     sequence's): ``x [B, S, k + 1]`` (``HISTORY_FEATURES``, normalised, 0 where invalid)

@@ -51,6 +51,7 @@ from training.loss import HISTORY_FLOW, RUNOFF, LossConfig, mae_loss
 from training.mae_decoder import MAEDecoder
 from training.memory import (
     CatchmentMemory,
+    flow_targets,
     memory_inputs,
     unseen_flow_days,
     window_unseen,
@@ -379,10 +380,8 @@ class HydroMAE(nn.Module):
         weather, attributes, parts = encoded.weather, encoded.attributes, encoded.parts
         series = [parts[name] for name in VECTOR_MODALITIES]
         inputs = memory_inputs(weather, series, attributes, encoded.before)  # [B, H + T, F]
-        blind = None  # with flow_fill, the flow head's window: the gauge's values unseen
-        if self.cfg.flow_fill:
-            flow = VECTOR_MODALITIES.index("riverflow")
-            blind = window_unseen(weather, series, attributes, flow)  # [B, T, F] or None
+        at = VECTOR_MODALITIES.index("riverflow")  # with flow_fill, the flow head's window
+        blind = window_unseen(weather, series, attributes, at) if self.cfg.flow_fill else None
         return self.memory(inputs, weather.shape[1], blind)
 
     def forward_decoder(
@@ -461,12 +460,8 @@ class HydroMAE(nn.Module):
         if flow is not None and "history_flow" in batch:  # a target, read only here
             seen, valid = (batch[k].to(self.device) for k in ("history_flow", "history_flow_valid"))
             target = self.normalizer.where_valid("riverflow", seen, valid)
-            pred = flow[:, :-days]
-            if self.cfg.flow_fill:  # a simulation: the window's days are targets too
-                x, v, _ = parts["riverflow"]  # [B, T, 1] each
-                pred, target = flow, torch.cat([target, x[..., 0]], dim=1)  # [B, H + T]
-                valid = torch.cat([valid, v[..., 0] > 0], dim=1)
-            out[HISTORY_FLOW] = {"pred": pred, "target": target, "valid": valid}
+            window = parts["riverflow"][:2] if self.cfg.flow_fill else None  # a simulation's
+            out[HISTORY_FLOW] = flow_targets(flow, days, target, valid, window)
         if "runoff" in batch:
             out[RUNOFF] = self.forward_runoff(batch)
         return out
