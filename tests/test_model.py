@@ -500,6 +500,15 @@ def test_rainfall_runoff_sequences_train_the_memorys_own_flow_head(small_mask_pa
     torch.testing.assert_close(nse["runoff"], scaled(out["runoff"], runoff["runoff_catchment"]))
     torch.testing.assert_close(nse["history_flow"], scaled(out["history_flow"], windows))
     assert not torch.isclose(nse["runoff"], direct)
+    # the memory's terms in units of their own: the window's flow stays normalised
+    own = LossConfig(runoff=1.0, history_flow=1.0, memory_flow_units="catchment",
+                     catchment_flow_std=stds, nse_eps=eps)  # fmt: skip
+    _, split = model.forward_loss(out, own, windows)
+    _, window = model.forward_loss(out, LossConfig(runoff=1.0, history_flow=1.0), windows)
+    for key in ("runoff", "history_flow"):
+        torch.testing.assert_close(split[key], nse[key])
+    torch.testing.assert_close(split["riverflow"], window["riverflow"])
+    assert not torch.isclose(split["riverflow"], nse["riverflow"])
     model.train()
     model(sim)["runoff"]["pred"].sum().backward()
     assert model.memory.lstm.weight_ih_l0.grad.abs().sum() > 0

@@ -240,6 +240,8 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     for flag in (["--runoff-sequences", "4"], ["--flow-fill"]):
         assert main([*train_args(data, run), "--steps", "1", *flag]) == 2
         assert f"{flag[0]} uses the memory's flow head" in capsys.readouterr().err
+    assert main([*train_args(data, run), "--steps", "1", "--memory-flow-loss", "catchment"]) == 2
+    assert "--memory-flow-loss sets the units" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
     assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
     assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())
@@ -270,8 +272,9 @@ def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_re
     hint: a resumed run logs the same losses as one never stopped (the sequences are drawn
     by step), and the evaluation scores the memory's own riverflow beside the model."""
     run, once = tmp_path / "run", tmp_path / "once"
-    history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "catchment",
-               "--gated-mix", "--strategies", "seed=0.5", "withhold=0.5", "--history-flow", "0.5",
+    history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "physical",
+               "--memory-flow-loss", "catchment", "--gated-mix", "--strategies", "seed=0.5",
+               "withhold=0.5", "--history-flow", "0.5",
                "--runoff-sequences", "6", "--flow-fill", "--nearness",
                "--log-every", "1"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0

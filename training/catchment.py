@@ -5,7 +5,8 @@ catchment it covers) and use visible positions only: :func:`catchment_weather` t
 values (the encoder's series tokens, the decoder's hints and the catchment memory read it),
 :func:`catchment_tokens` the encoder's embeddings of the visible patches (the catchment's
 rain onto the series' tokens). :func:`attribute_features` turns its static attributes into
-the features the static token and the memory read.
+the features the static token and the memory read; :func:`history_values` reads the
+weather of the days before the window.
 
 Shapes: B batch, T days, N valid patches, P = p*p pixels, k a group's modalities, S a
 group's encoded tokens, D the encoder's width.
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from pipeline.history import HISTORY_FEATURES
+from pipeline.normalize import Normalizer
 
 Parts = tuple[Tensor, Tensor, Tensor]  # a group's values, validity [B, L, w], mask [B, L]
 
@@ -72,3 +76,17 @@ def catchment_tokens(batch: dict, tokens: Tensor, seen: Tensor, pad: Tensor, day
         1, day_of[..., None].expand_as(tokens), weight[..., None] * tokens
     )  # [B, T, D]
     return total / share.clamp_min(1e-6)[..., None]
+
+
+def history_values(batch: dict, days: int, normalizer: Normalizer) -> tuple[Tensor, Tensor]:
+    """The catchment's weather on the ``days`` before the window in normalised units, 0
+    where invalid, and its validity: ``[B, H, F]`` each (``HISTORY_FEATURES``)."""
+    if "history" not in batch:
+        raise ValueError(
+            f"the model takes {days} days of history, but the batch has none: build the "
+            f"loader with history_days={days}"
+        )
+    x, valid = batch["history"], batch["history_valid"]  # [B, H, F] each
+    if x.shape[1] != days:
+        raise ValueError(f"the batch has {x.shape[1]} days of history, the model takes {days}")
+    return normalizer.where_valid_features(HISTORY_FEATURES, x, valid), valid

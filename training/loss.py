@@ -25,7 +25,9 @@ gauge has a value, weighted by ``LossConfig.history_flow``; on rainfall-runoff
 sequences (``pipeline.runoff``), the same over their target days, weighted by
 ``LossConfig.runoff``. Both are riverflow, so ``flow_units`` scales them as it scales the
 window's (with "catchment", each by its own catchment's spread: neuralhydrology's NSE loss
-on every target day).
+on every target day), unless ``memory_flow_units`` gives them units of their own: the
+memory is a rainfall-runoff model and can take its NSE loss while the window's flow, which
+the decoder fills beside interpolation, stays in normalised units.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class LossConfig:
     # "physical": riverflow's errors in mm/day / flow_std; "catchment": in mm/day over
     # (catchment_flow_std[catchment] + nse_eps)
     flow_units: str = "normalised"
+    # the memory's riverflow terms (history, sequences): None, as flow_units; or their own
+    memory_flow_units: str | None = None
     flow_std: float = 1.0  # mm/day, the training flow's standard deviation
     catchment_flow_std: Tensor | None = None  # [C] mm/day, each catchment's, on the device
     nse_eps: float = 0.1  # mm/day
@@ -54,6 +58,14 @@ class LossConfig:
     flow_clip: float = 8.0
     history_flow: float = 0.0  # the weight of the memory's riverflow on the history days
     runoff: float = 0.0  # the weight of its riverflow on rainfall-runoff sequences
+
+    def memory_units(self) -> str:
+        """The units of the memory's riverflow terms."""
+        return self.flow_units if self.memory_flow_units is None else self.memory_flow_units
+
+    def scales(self) -> set[str]:
+        """The flow units any riverflow term is taken in (what the loss needs fitted)."""
+        return {self.flow_units, self.memory_units()}
 
 
 HISTORY_FLOW = "history_flow"  # the model output's entry for it (training.model)
@@ -97,7 +109,7 @@ def mae_loss(
         if cfg.norm_pix_loss and m in IMAGE_MODALITIES:
             target = _standardise(target, valid, cfg.variance_floor)
         if m == "riverflow" and cfg.flow_units != "normalised":
-            pred, target = _flow_scaled(pred, target, cfg, denormalize, catchment)
+            pred, target = _flow_scaled(pred, target, cfg.flow_units, cfg, denormalize, catchment)
         scored = (g["mask"] & g["predicted"])[..., None] & valid  # [B, L, w]
         count = scored.sum()
         sq = torch.where(scored, (pred - target) ** 2, torch.zeros_like(pred))
@@ -106,13 +118,14 @@ def mae_loss(
         term = cfg.weights.get(m, 1.0) * mse
         total = term if total is None else total + term
     assert total is not None
+    units = cfg.memory_units()
     for key, weight in ((HISTORY_FLOW, cfg.history_flow), (RUNOFF, cfg.runoff)):
         if key in out and weight:
             h = out[key]  # [B, H] or [A, S] each
             pred, target = h["pred"], h["target"]
-            if cfg.flow_units != "normalised":  # the sequences carry their own catchments
+            if units != "normalised":  # the sequences carry their own catchments
                 of = h.get("catchment", catchment)
-                pred, target = _flow_scaled(pred, target, cfg, denormalize, of)
+                pred, target = _flow_scaled(pred, target, units, cfg, denormalize, of)
             sq = torch.where(h["valid"], (pred - target) ** 2, 0.0)
             mse = sq.sum() / h["valid"].sum().clamp_min(1)
             per_modality[key] = mse.detach()
@@ -123,26 +136,27 @@ def mae_loss(
 def _flow_scaled(
     pred: Tensor,
     target: Tensor,
+    units: str,
     cfg: LossConfig,
     denormalize: Callable[[str, Tensor], Tensor] | None,
     catchment: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """Riverflow's ``pred`` and ``target`` (``[B, ...]``: ``[B, L, 1]`` a window's, ``[B, H]``
-    a history's or sequences') in mm/day over the scale of ``cfg.flow_units``: the pooled
+    a history's or sequences') in mm/day over the scale of ``units``: the pooled
     ``flow_std`` or each row's catchment's (``catchment [B]``)."""
     if denormalize is None:
-        raise ValueError(f"flow_units {cfg.flow_units!r} needs the normalizer's denormalize")
-    if cfg.flow_units == "physical":
+        raise ValueError(f"flow units {units!r} need the normalizer's denormalize")
+    if units == "physical":
         scale: Tensor | float = cfg.flow_std
-    elif cfg.flow_units == "catchment":
+    elif units == "catchment":
         if cfg.catchment_flow_std is None or catchment is None:
             raise ValueError(
-                "flow_units 'catchment' needs catchment_flow_std and the samples' catchments"
+                "flow units 'catchment' need catchment_flow_std and the samples' catchments"
             )
         stds = cfg.catchment_flow_std[catchment.clamp_min(0)]  # [B]
         scale = (stds + cfg.nse_eps).view(-1, *[1] * (pred.dim() - 1))  # [B, 1, ...]
     else:
-        raise ValueError(f"unknown flow_units {cfg.flow_units!r}")
+        raise ValueError(f"unknown flow units {units!r}")
     clip = cfg.flow_clip
     return (
         denormalize("riverflow", pred.clamp(-clip, clip)) / scale,

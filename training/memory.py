@@ -26,6 +26,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pipeline.history import HISTORY_FEATURES
+from pipeline.normalize import Normalizer
+from training.catchment import attribute_features
+
 # the LSTM's forget-gate bias at the start: a state that keeps most of itself from one day
 # to the next, so that the gradient reaches the months before (as CudaLSTM's
 # initial_forget_bias)
@@ -100,6 +104,25 @@ def unseen_flow_days(x: Tensor, valid: Tensor, columns: int) -> Tensor:
 def with_attributes(days: Tensor, attributes: Tensor) -> Tensor:
     """Each day ``[B, S, c]`` followed by the static ``attributes [B, 2A]``: ``[B, S, c + 2A]``."""
     return torch.cat([days, attributes[:, None, :].expand(-1, days.shape[1], -1)], dim=-1)
+
+
+def runoff_sequences(
+    batch: dict, normalizer: Normalizer, columns: int, attribute_width: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A batch's rainfall-runoff sequences (``pipeline.runoff``) as the memory reads them:
+    its inputs ``[A, S, F]`` (days it reads no flow, then the static attributes, ``columns``
+    and ``attribute_width`` wide), riverflow's targets (normalised, 0 where invalid) and
+    validity ``[A, S]``, and each sequence's catchment ``[A]`` (for the loss's scale)."""
+    x, valid, flow, known, static, has = (
+        batch[f"runoff{k}"].to(device)
+        for k in ("", "_valid", "_flow", "_flow_valid", "_static", "_static_valid")
+    )  # fmt: skip
+    x = normalizer.where_valid_features(HISTORY_FEATURES, x, valid)
+    days = unseen_flow_days(x, valid, columns)
+    attributes = attribute_features(static, has, attribute_width, x)  # [A, 2A]
+    target = normalizer.where_valid("riverflow", flow, known)
+    catchment = batch["runoff_catchment"].to(device)
+    return with_attributes(days, attributes), target, known, catchment
 
 
 class CatchmentMemory(nn.Module):

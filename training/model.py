@@ -42,7 +42,12 @@ from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 from training.budget import within_budget
-from training.catchment import attribute_features, catchment_tokens, catchment_weather
+from training.catchment import (
+    attribute_features,
+    catchment_tokens,
+    catchment_weather,
+    history_values,
+)
 from training.cross_decoder import CrossDecoder
 from training.decoder import Decoded, Decoder, Restore
 from training.hints import DecoderHints, Parts
@@ -53,9 +58,8 @@ from training.memory import (
     CatchmentMemory,
     flow_targets,
     memory_inputs,
-    unseen_flow_days,
+    runoff_sequences,
     window_unseen,
-    with_attributes,
 )
 
 DECODERS = ("mae", "cross")
@@ -265,25 +269,9 @@ class HydroMAE(nn.Module):
 
     def _static(self, attributes: Tensor, before: tuple[Tensor, Tensor] | None) -> Tensor:
         """The static-attribute token ``[B, 1, D]`` from ``attributes [B, 2A]``, with the
-        summary of the history ``before`` (:meth:`_history_values`) added."""
+        summary of the history ``before`` (``training.catchment.history_values``) added."""
         token = self.static(attributes)[:, None, :]
         return token if before is None else token + self._history(*before)
-
-    def _history_values(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """The catchment's weather before the window in normalised units, 0 where invalid,
-        and its validity: ``[B, H, F]`` each (``pipeline.history.HISTORY_FEATURES``)."""
-        if "history" not in batch:
-            raise ValueError(
-                f"the model takes {self.cfg.history_days} days of history, but the batch has "
-                f"none: build the loader with history_days={self.cfg.history_days}"
-            )
-        x, valid = batch["history"], batch["history_valid"]  # [B, H, F] each
-        if x.shape[1] != self.cfg.history_days:
-            raise ValueError(
-                f"the batch has {x.shape[1]} days of history, the model takes "
-                f"{self.cfg.history_days}"
-            )
-        return self.normalizer.where_valid_features(HISTORY_FEATURES, x, valid), valid
 
     def _history(self, x: Tensor, valid: Tensor) -> Tensor:
         """The catchment's weather before the window, ``x [B, H, F]`` (normalised, 0 where
@@ -319,7 +307,11 @@ class HydroMAE(nn.Module):
         attributes = attribute_features(
             batch.get("static"), batch.get("static_valid"), self.static.in_features, weather
         )  # [B, 2A]
-        before = self._history_values(batch) if self.cfg.history_days else None
+        before = (
+            history_values(batch, self.cfg.history_days, self.normalizer)
+            if self.cfg.history_days
+            else None
+        )
         encoded, restore, keys = [], {}, []
         image: tuple[Tensor, Tensor, Tensor] | None = None
         for name, mods in self.groups:
@@ -401,16 +393,10 @@ class HydroMAE(nn.Module):
         """The memory's riverflow on a batch's rainfall-runoff sequences
         (``pipeline.runoff``): ``pred``, ``target`` (normalised units) and ``valid``
         ``[A, S]``. The same LSTM and head as the window's memory, on days it reads no flow."""
-        x, valid, flow, known, static, has = (
-            batch[f"runoff{k}"].to(self.device)
-            for k in ("", "_valid", "_flow", "_flow_valid", "_static", "_static_valid")
-        )  # fmt: skip
-        x = self.normalizer.where_valid_features(HISTORY_FEATURES, x, valid)
-        days = unseen_flow_days(x, valid, self.memory_columns)
-        attributes = attribute_features(static, has, self.static.in_features, x)  # [A, 2A]
-        pred = self.memory.runoff(with_attributes(days, attributes))  # [A, S]
-        target = self.normalizer.where_valid("riverflow", flow, known)
-        catchment = batch["runoff_catchment"].to(self.device)  # [A], for the loss's scale
+        days, target, known, catchment = runoff_sequences(
+            batch, self.normalizer, self.memory_columns, self.static.in_features, self.device
+        )
+        pred = self.memory.runoff(days)  # [A, S]
         return {"pred": pred, "target": target, "valid": known, "catchment": catchment}
 
     def forward_loss(

@@ -64,9 +64,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     main = rank == 0
     out = Path(cfg.out)
     manifest = Manifest.read(cfg.data)
-    if loss_cfg.flow_units == "physical":
+    if "physical" in loss_cfg.scales():
         loss_cfg.flow_std = training_flow_std(cfg.data, manifest)
-    elif loss_cfg.flow_units == "catchment":
+    if "catchment" in loss_cfg.scales():
         stds = torch.from_numpy(training_flow_stds(cfg.data, manifest))
         loss_cfg.catchment_flow_std = stds.to(device)  # once, not per step
     if main:

@@ -108,6 +108,14 @@ class TrainConfig:
             "a per-catchment NSE loss, as neuralhydrology's)",
         },
     )
+    memory_flow_loss: str = field(
+        default="same",
+        metadata={
+            "choices": ("same", "normalised", "physical", "catchment"),
+            "help": "the units of the memory's riverflow terms (--history-flow, "
+            "--runoff-sequences), as --flow-loss's; same: those of --flow-loss",
+        },
+    )
     hints: bool = field(
         default=True,
         metadata={
@@ -234,9 +242,15 @@ def loss_config(cfg: TrainConfig) -> LossConfig:
     loss_cfg = LossConfig(
         norm_pix_loss=cfg.norm_pix_loss,
         flow_units=cfg.flow_loss,
+        memory_flow_units=None if cfg.memory_flow_loss == "same" else cfg.memory_flow_loss,
         history_flow=cfg.history_flow,
         runoff=cfg.runoff_weight if cfg.runoff_sequences else 0.0,
     )
+    if cfg.memory_flow_loss != "same" and not cfg.history_flow:
+        raise ValueError(
+            "--memory-flow-loss sets the units of the memory's riverflow terms: it needs "
+            "--history-flow"
+        )
     if cfg.loss_weights:
         if len(cfg.loss_weights) != len(MODALITIES) or min(cfg.loss_weights) < 0:
             raise ValueError(
