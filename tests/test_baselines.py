@@ -187,6 +187,19 @@ def test_lag_regressions_match_a_direct_least_squares_fit():
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fitted.coef[2, 1 : LAGS + 2], truth[1 : LAGS + 2], atol=0.03)  # rain
 
+    # a catchment whose rain is never seen (it covers no valid patch) takes the others'
+    # mean before the window: its predictions are numbers, never NaN
+    unseen = rain.copy()
+    unseen[:, :, 1] = np.nan
+    both = LagRegression(pooled=True).fit(unseen, pet, flow, static, catchments)
+    np.testing.assert_allclose(both.means[1, 0], np.mean(rain[:, :, [0, 2]]))
+    np.testing.assert_allclose(both.means[[0, 2]], fitted.means[[0, 2]])
+    pred = both.predict(
+        torch.zeros(w, t), torch.from_numpy(pet[:, :, 1]), torch.full((w,), 1),
+        torch.from_numpy(static[[1] * w]),
+    )  # fmt: skip
+    assert torch.isfinite(pred).all()
+
 
 def test_interpolation_searched_per_patch_equals_per_pixel_where_land_is_land():
     g = torch.Generator().manual_seed(0)

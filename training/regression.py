@@ -85,6 +85,18 @@ def solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.solve(xtx, x.T @ y)
 
 
+def training_means(x: np.ndarray) -> np.ndarray:
+    """Each catchment's training mean of each input, ``x [W, T, C, F]`` -> ``[C, F]``
+    (NaN left out). A catchment without a single value of an input (one that covers no
+    valid patch: its rain is never seen) takes the mean over the catchments that have one,
+    so that its lags before the window are never NaN."""
+    finite = np.isfinite(x)
+    count = finite.sum(axis=(0, 1))  # [C, F]
+    total = np.where(finite, x, 0.0).sum(axis=(0, 1))
+    overall = total.sum(0) / np.maximum(count.sum(0), 1)  # [F]
+    return np.where(count > 0, total / np.maximum(count, 1), overall)
+
+
 class LagRegression:
     """Fitted on training windows ``[W, T, C]`` of rain, pet and flow; predicts a window."""
 
@@ -106,7 +118,7 @@ class LagRegression:
         """``rain``, ``pet``, ``flow`` ``[W, T, C]``, ``static [C, A]`` (physical units, NaN
         missing), optionally the rain and pet of the days before each window ``before``
         (``[W, D, C]`` each, the last ``LAGS`` read); fitted on the ``catchments`` only."""
-        self.means = np.stack([np.nanmean(rain, axis=(0, 1)), np.nanmean(pet, axis=(0, 1))], -1)
+        self.means = training_means(np.stack([rain, pet], axis=-1))
         prior = None if before is None else tuple(np.moveaxis(b, -1, 0) for b in before)
         x = design(
             np.moveaxis(rain, -1, 0), np.moveaxis(pet, -1, 0), self.means[:, None, :], prior
