@@ -446,3 +446,19 @@ def test_windows_expand_to_catchment_samples_that_collate(dataset):
     batch = collate(samples)
     assert batch["precip"].shape == (3, 20, 94, 100) and batch["catchment_weight"].shape == (3, 94)
     assert torch.equal(batch["catchment_weight"], torch.from_numpy(table.weight))
+
+
+def test_a_catchment_that_covers_no_stored_patch_is_named(tmp_path, capsys):
+    """Gauge 7003's catchment lies in no patch with enough land to be valid: preprocess
+    says so once, by gauge id, and keeps its series."""
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    assert main(["synth", "--out", str(raw), "--days", "60", "--catchments", "10"]) == 0
+    capsys.readouterr()
+    args = ["--config", str(raw / "preprocess.toml"), "--out", str(out), "--window", "5"]
+    assert main(["preprocess", *args, "--stride", "5"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("cover no valid land patch") == 1
+    assert "1 of 10 catchment(s)" in said and said.rstrip().find(": 7003") > 0
+    table = Manifest.read(out).catchment_table()
+    row = table.ids.index("7003")
+    assert not table.weight[row].any() and table.weight.sum(1)[np.arange(10) != row].all()

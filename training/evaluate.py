@@ -299,12 +299,12 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"masked RMSE in physical units, {result['split']} split:"]
     for strategy, entry in result["strategies"].items():
         lines.append(f"  masks: {strategy}")
-        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>13}" for m in METHODS))
+        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>14}" for m in METHODS))
         for m in MODALITIES:
             cells = "".join(
-                f"{entry[m][method]['physical']['rmse']:>13.4f}"
+                f"{entry[m][method]['physical']['rmse']:>14.4f}"
                 if method in entry[m]
-                else f"{'-':>13}"
+                else f"{'-':>14}"
                 for method in METHODS
             )
             lines.append(f"    {m:<10}{entry[m]['units']:<9}{cells}")
