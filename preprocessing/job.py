@@ -102,13 +102,13 @@ def run_job(cfg: PreprocessConfig) -> Manifest:
     mask = land_mask_step(plan, journal, out)
     patches = PatchTable.from_mask(mask, grid, cfg.land_threshold)
     catchments = catchment_weights(plan, records, patches.land_patch_indices)
-    report_uncovered(catchments, patches)
     create_store(plan, journal, out / STORE, patches, catchments)
     normalization = write_images(plan, journal, out / STORE, mask, patches, catchments)
     splits, shards = write_shards(plan, journal, out, patches, len(catchments.series.gauge_ids))
     manifest = build_manifest(plan, settings, patches, catchments, normalization, splits, shards)
     manifest.write(out)
     journal.close()
+    report_uncovered(manifest)
     print(
         f"wrote {out}: {len(shards)} shard(s), "
         + ", ".join(f"{s}: {i.windows} windows" for s, i in splits.items())
@@ -224,20 +224,18 @@ def catchment_weights(plan: Plan, records: tuple, store_patches: np.ndarray) -> 
     return Catchments(series, static, weights[:, store_patches], boundaries, where["holdout"])
 
 
-def report_uncovered(catchments: Catchments, patches: PatchTable) -> None:
-    """Say which catchments cover no valid patch (one with at least ``land_threshold`` of
-    land): the model and the regressions never see their rain, soil moisture or
-    temperature (a small coastal catchment); their series are kept."""
-    valid = np.isin(patches.land_patch_indices, patches.valid_patch_indices)  # [N_store]
-    ids = catchments.series.gauge_ids
-    uncovered = [
-        g for g, row in zip(ids, catchments.weights[:, valid], strict=True) if not row.any()
-    ]
+def report_uncovered(manifest: Manifest) -> None:
+    """Say which catchments cover no valid patch (their weights in the manifest's catchment
+    table, the one the model and the regressions read, are all 0): their rain, soil
+    moisture and temperature are never seen (a small coastal catchment); their series are
+    kept."""
+    table = manifest.catchment_table()
+    uncovered = [g for g, row in zip(table.ids, table.weight, strict=True) if not row.any()]
     if uncovered:
         shown = ", ".join(uncovered[:10]) + (" ..." if len(uncovered) > 10 else "")
         print(
-            f"preprocess: note: {len(uncovered)} of {len(ids)} catchment(s) cover no valid "
-            f"land patch, so their images are never seen (their series are kept): {shown}"
+            f"preprocess: note: {len(uncovered)} of {len(table.ids)} catchment(s) cover no "
+            f"valid land patch, so their images are never seen (their series are kept): {shown}"
         )
 
 

@@ -6,7 +6,7 @@ values (the encoder's series tokens, the decoder's hints and the catchment memor
 :func:`catchment_tokens` the encoder's embeddings of the visible patches (the catchment's
 rain onto the series' tokens). :func:`attribute_features` turns its static attributes into
 the features the static token and the memory read; :func:`history_values` reads the
-weather of the days before the window.
+weather of the days before the window and :func:`history_bins` summarises it.
 
 Shapes: B batch, T days, N valid patches, P = p*p pixels, k a group's modalities, S a
 group's encoded tokens, D the encoder's width.
@@ -90,3 +90,13 @@ def history_values(batch: dict, days: int, normalizer: Normalizer) -> tuple[Tens
     if x.shape[1] != days:
         raise ValueError(f"the batch has {x.shape[1]} days of history, the model takes {days}")
     return normalizer.where_valid_features(HISTORY_FEATURES, x, valid), valid
+
+
+def history_bins(x: Tensor, valid: Tensor, k: int) -> Tensor:
+    """The weather before the window, ``x [B, H, F]`` (normalised, 0 where not ``valid``),
+    summarised per bin of ``k`` days: each feature's mean over its valid days and the share
+    of days valid, ``[B, 2 F H / k]`` (the static token's history MLP reads it)."""
+    b, f = x.shape[0], x.shape[-1]
+    count = valid.float().reshape(b, -1, k, f).sum(2)  # [B, H/k, F]
+    mean = x.reshape(b, -1, k, f).sum(2) / count.clamp_min(1.0)
+    return torch.cat([mean, count / k], dim=-1).flatten(1)

@@ -46,6 +46,7 @@ from training.catchment import (
     attribute_features,
     catchment_tokens,
     catchment_weather,
+    history_bins,
     history_values,
 )
 from training.cross_decoder import CrossDecoder
@@ -271,16 +272,9 @@ class HydroMAE(nn.Module):
         """The static-attribute token ``[B, 1, D]`` from ``attributes [B, 2A]``, with the
         summary of the history ``before`` (``training.catchment.history_values``) added."""
         token = self.static(attributes)[:, None, :]
-        return token if before is None else token + self._history(*before)
-
-    def _history(self, x: Tensor, valid: Tensor) -> Tensor:
-        """The catchment's weather before the window, ``x [B, H, F]`` (normalised, 0 where
-        not ``valid``), as ``[B, 1, D]``: per bin of ``history_bin`` days, each feature's
-        mean over its valid days and the share of days valid, through a small MLP."""
-        b, f, k = x.shape[0], len(HISTORY_FEATURES), self.cfg.history_bin
-        count = valid.float().reshape(b, -1, k, f).sum(2)  # [B, H/k, F]
-        mean = x.reshape(b, -1, k, f).sum(2) / count.clamp_min(1.0)
-        return self.history(torch.cat([mean, count / k], dim=-1).flatten(1))[:, None, :]
+        if before is None:
+            return token
+        return token + self.history(history_bins(*before, self.cfg.history_bin))[:, None, :]
 
     @property
     def device(self) -> torch.device:
