@@ -626,6 +626,37 @@ def test_the_memorys_flow_fill_never_reads_the_windows_flow_and_learns_on_its_da
     torch.testing.assert_close(target["pred"][:, h:], flow[:, h:])
 
 
+def test_a_detached_memory_learns_from_its_own_flow_terms_alone(small_mask_path):
+    """With ``memory_detach`` the window's loss trains the memory's query embedding and
+    never its LSTM or flow head (the decoder reads its states and flow through a
+    stop-gradient), while the memory's own riverflow term still reaches the LSTM; the
+    predictions are those of the same weights without it."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    batch = with_history(batch, h)
+    settings = dict(history_days=h, memory=True, history_flow=True, flow_fill=True)
+    grads = {}
+    for detach in (False, True):
+        model = model_for(geometry, "cross", memory_detach=detach, **settings)
+        out = model(batch)
+        window = mae_loss(out, model.groups, model.geometry.patch_pixels, LossConfig())[0]
+        window.backward(retain_graph=True)
+        memory = [*model.memory.lstm.parameters(), *model.memory.flow.parameters()]
+        lstm = [p.grad for p in memory]
+        embed = model.memory.embed["riverflow"].weight.grad
+        grads[detach] = (out["riverflow"]["pred"].detach(), lstm, embed)
+        if detach:  # the memory's own term: the history's and the window's days' flow
+            model.zero_grad()
+            mse = out["history_flow"]["pred"].sub(out["history_flow"]["target"]).pow(2)
+            mse[out["history_flow"]["valid"]].mean().backward()
+            assert all(p.grad.abs().sum() > 0 for p in memory)
+    (pred, lstm, embed), (same, frozen, learned) = grads[False], grads[True]
+    torch.testing.assert_close(pred, same)
+    assert all(g is not None and g.abs().sum() > 0 for g in lstm)
+    assert all(g is None or not g.any() for g in frozen)
+    assert embed.abs().sum() > 0 and learned.abs().sum() > 0
+
+
 def test_the_catchment_memory_runs_forward_in_time():
     """A day's memory, and its riverflow on a day before the window, depend on that day and
     the days before it, never on later ones."""

@@ -237,7 +237,7 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     assert "--nearness is a feature of the hints' queries" in capsys.readouterr().err
     assert main([*train_args(data, run), "--steps", "1", "--history-flow", "1"]) == 2
     assert "--history-flow trains the catchment memory" in capsys.readouterr().err
-    for flag in (["--runoff-sequences", "4"], ["--flow-fill"]):
+    for flag in (["--runoff-sequences", "4"], ["--flow-fill"], ["--memory-detach"]):
         assert main([*train_args(data, run), "--steps", "1", *flag]) == 2
         assert f"{flag[0]} uses the memory's flow head" in capsys.readouterr().err
     assert main([*train_args(data, run), "--steps", "1", "--memory-flow-loss", "catchment"]) == 2
@@ -269,13 +269,14 @@ def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_re
     data, tmp_path
 ):
     """With the history's flow, rainfall-runoff sequences and the memory's riverflow as a
-    hint: a resumed run logs the same losses as one never stopped (the sequences are drawn
-    by step), and the evaluation scores the memory's own riverflow beside the model."""
+    hint (read through a stop-gradient): a resumed run logs the same losses as one never
+    stopped (the sequences are drawn by step), and the evaluation scores the memory's own
+    riverflow beside the model."""
     run, once = tmp_path / "run", tmp_path / "once"
     history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "physical",
                "--memory-flow-loss", "catchment", "--gated-mix", "--strategies", "seed=0.5",
                "withhold=0.5", "--history-flow", "0.5",
-               "--runoff-sequences", "6", "--flow-fill", "--nearness",
+               "--runoff-sequences", "6", "--flow-fill", "--nearness", "--memory-detach",
                "--log-every", "1"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0
     assert main([*train_args(data, run), "--steps", "3", "--resume", *history]) == 0
@@ -285,7 +286,7 @@ def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_re
     assert state["model_config"]["history_days"] == 20 and state["step"] == 3
     assert state["model_config"]["memory"] and state["model_config"]["gated_mix"]
     assert state["model_config"]["history_flow"] and state["model_config"]["flow_fill"]
-    assert state["model_config"]["nearness"]
+    assert state["model_config"]["nearness"] and state["model_config"]["memory_detach"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r["loss_history_flow"] for r in records if "loss" in r]
     # the first window has no day before it; the later ones' history lies in the record

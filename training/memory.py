@@ -128,7 +128,9 @@ def runoff_sequences(
 class CatchmentMemory(nn.Module):
     """An LSTM over ``[B, H + T, F]`` daily inputs; per series group, its state on the last
     ``T`` days embedded to the decoder's width ``[B, T, Dd]``; with ``history_flow``, its
-    riverflow (normalised) on every day ``[B, H + T]``."""
+    riverflow (normalised) on every day ``[B, H + T]``. With ``detach`` the query terms
+    read the state through a stop-gradient: the window's loss trains their embedding and
+    never the LSTM, which learns from its riverflow terms alone."""
 
     def __init__(
         self,
@@ -137,8 +139,10 @@ class CatchmentMemory(nn.Module):
         decoder_dim: int,
         groups: list[str],
         history_flow: bool = False,
+        detach: bool = False,
     ) -> None:
         super().__init__()
+        self.detach = detach
         self.lstm = nn.LSTM(features, width, batch_first=True)
         with torch.no_grad():  # gates are ordered input, forget, cell, output
             self.lstm.bias_hh_l0[width : 2 * width].fill_(FORGET_BIAS)
@@ -163,6 +167,7 @@ class CatchmentMemory(nn.Module):
             window, _ = self.lstm(inputs[:, h:], carry)  # [B, T, M]
             read, _ = self.lstm(blind, carry)  # [B, T, M]
             read = read if before is None else torch.cat([before, read], dim=1)
+        window = window.detach() if self.detach else window
         terms = {name: embed(window) for name, embed in self.embed.items()}
         return terms, None if self.flow is None else self.flow(read)[..., 0]
 

@@ -106,6 +106,10 @@ class ModelConfig:
     # the series' queries and the gate carry how near the nearest visible days are
     # (training.hints.visible_nearness; needs hints)
     nearness: bool = False
+    # the window's loss stops at the memory: the decoder reads its states and riverflow
+    # through a stop-gradient, so the memory learns from its own riverflow terms alone
+    # (needs history_flow)
+    memory_detach: bool = False
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
@@ -239,7 +243,9 @@ class HydroMAE(nn.Module):
         if cfg.memory:  # a day's columns, then the attributes
             features = self.memory_columns + self.static.in_features
             series = [n for n in width if n not in self.image_groups]
-            self.memory = CatchmentMemory(features, d, cfg.decoder_dim, series, cfg.history_flow)
+            self.memory = CatchmentMemory(
+                features, d, cfg.decoder_dim, series, cfg.history_flow, cfg.memory_detach
+            )
         elif cfg.history_flow:
             raise ValueError("history_flow is predicted by the catchment's memory: it needs memory")
         self.decoder: Decoder = (
@@ -376,11 +382,11 @@ class HydroMAE(nn.Module):
         """Per group: predictions ``[B, L, w]``, where they were made ``[B, L]`` (bool) and
         (with hints) the learned mix of the hints they started from ``[B, L, w]``; ``terms``
         are :meth:`forward_memory`'s, ``flow`` its riverflow on the window's days ``[B, T]``
-        (a hint with ``flow_fill``)."""
+        (a hint with ``flow_fill``; read through a stop-gradient with ``memory_detach``)."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
         h, restore, parts, weather, _, _ = encoded
-        flow = flow if self.cfg.flow_fill else None
+        flow = (flow.detach() if self.cfg.memory_detach else flow) if self.cfg.flow_fill else None
         return self.decoder(batch, h, restore, parts, weather, terms, flow)
 
     def forward_runoff(self, batch: dict) -> dict[str, Tensor]:

@@ -185,6 +185,16 @@ class TrainConfig:
             "trust interpolation beside a visible day and the memory's flow far from one"
         },
     )
+    memory_detach: bool = field(
+        default=False,
+        metadata={
+            "help": "the window's loss stops at the memory: the decoder reads the memory's "
+            "states and riverflow through a stop-gradient, so the memory's LSTM learns from "
+            "its own riverflow terms alone (the history's, the rainfall-runoff sequences', "
+            "with --flow-fill the window's days), as a rainfall-runoff model does. Needs "
+            "--history-flow"
+        },
+    )
     log_every: int = field(default=10, metadata={"min": 1})
     val_every: int = field(
         default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
@@ -210,6 +220,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     model_cfg.history_flow = cfg.history_flow > 0
     model_cfg.flow_fill = cfg.flow_fill
     model_cfg.nearness = cfg.nearness
+    model_cfg.memory_detach = cfg.memory_detach
     if cfg.hints and cfg.norm_pix_loss:
         raise ValueError(
             "--norm-pix-loss predicts per-patch standardised targets, but the decoder's hints "
@@ -223,6 +234,7 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     for flag, used in (
         ("--runoff-sequences", cfg.runoff_sequences),
         ("--flow-fill", cfg.flow_fill),
+        ("--memory-detach", cfg.memory_detach),
     ):
         if used and not cfg.history_flow:
             raise ValueError(f"{flag} uses the memory's flow head: it needs --history-flow")
