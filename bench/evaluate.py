@@ -9,7 +9,9 @@ process with the loader in-process (``--workers 0``), so each includes its own d
 loading. Evaluation scores every strategy (``seed``, ``block``, ``riverflow``,
 ``simulate`` and, where the dataset holds catchments out, ``holdout``), so one sample is
 several forward passes; the issue's goal compares evaluation samples/s with training
-samples/s. Without ``--data`` a small synthetic dataset is made under ``--work``.
+samples/s. ``--strategies`` scores only those (one question at a time, as a user who
+asks only ``simulate`` would). Without ``--data`` a small synthetic dataset is made
+under ``--work``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def main() -> None:
         "--batch-size", type=int, default=5,
         help="both commands' (5: the synthetic validation split's 10 samples, no padding)",
     )  # fmt: skip
+    parser.add_argument("--strategies", nargs="+", help="evaluate's --strategies (default: all)")
     args = parser.parse_args()
+    only = ["--strategies", *args.strategies] if args.strategies else []
     data = args.data or make_dataset(args.work)
     run = args.work / "run"
     train_sps, eval_sps, pass_sps = [], [], []
@@ -74,12 +78,12 @@ def main() -> None:
         out = args.work / f"eval{r}.json"
         hydromae(
             "evaluate", "--run", str(run), "--data", str(data), "--out", str(out),
-            "--max-batches", str(args.batches), *size, "--no-plots", "--no-progress",
+            "--max-batches", str(args.batches), *size, "--no-plots", "--no-progress", *only,
         )  # fmt: skip
         timing = json.loads(out.read_text())["timing"]
         eval_sps.append(timing["samples_per_s"])
         pass_sps.append(timing["strategy_passes_per_s"])
-        strategies = len(json.loads(out.read_text())["strategies"])
+        strategies = sorted(json.loads(out.read_text())["strategies"])
     train, ev, passes = (statistics.median(x) for x in (train_sps, eval_sps, pass_sps))
     print(
         json.dumps(
