@@ -650,6 +650,8 @@ def test_a_detached_memory_learns_from_its_own_flow_terms_alone(small_mask_path)
             mse = out["history_flow"]["pred"].sub(out["history_flow"]["target"]).pow(2)
             mse[out["history_flow"]["valid"]].mean().backward()
             assert all(p.grad.abs().sum() > 0 for p in memory)
+    with pytest.raises(ValueError, match="memory_detach"):  # nothing would train its LSTM
+        model_for(geometry, "cross", history_days=h, memory=True, memory_detach=True)
     (pred, lstm, embed), (same, frozen, learned) = grads[False], grads[True]
     torch.testing.assert_close(pred, same)
     assert all(g is not None and g.abs().sum() > 0 for g in lstm)

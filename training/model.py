@@ -248,6 +248,8 @@ class HydroMAE(nn.Module):
             )
         elif cfg.history_flow:
             raise ValueError("history_flow is predicted by the catchment's memory: it needs memory")
+        if cfg.memory_detach and not cfg.history_flow:
+            raise ValueError("memory_detach trains the memory on its own flow: needs history_flow")
         self.decoder: Decoder = (
             CrossDecoder(**parts, cross_fraction=cfg.cross_fraction)
             if cfg.decoder == "cross"
