@@ -39,7 +39,8 @@ from preprocessing.plan import PreprocessConfig  # noqa: E402
 from preprocessing.synth import generate  # noqa: E402
 from training.device import to_device  # noqa: E402
 from training.loss import LossConfig  # noqa: E402
-from training.model import Geometry, HydroMAE, ModelConfig  # noqa: E402
+from training.model import Geometry, HydroMAE  # noqa: E402
+from training.model_config import ModelConfig  # noqa: E402
 from training.optim import adamw  # noqa: E402
 
 

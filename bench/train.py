@@ -37,7 +37,8 @@ from collate import dataset_samples  # bench/collate.py: samples in the dataset 
 from pipeline import MODALITIES, MultiScaleMaskedCollate
 from pipeline.normalize import Normalizer, VariableStats
 from training.loss import LossConfig, mae_loss
-from training.model import Geometry, HydroMAE, ModelConfig
+from training.model import Geometry, HydroMAE
+from training.model_config import ModelConfig
 
 STATS = Normalizer({m: VariableStats("none", 0.0, 1.0) for m in MODALITIES})
 

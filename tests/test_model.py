@@ -15,7 +15,8 @@ from training.baselines import interpolate_time, neighbour_mean
 from training.hints import NEAR_DAYS, visible_nearness
 from training.loss import LossConfig, mae_loss
 from training.memory import CatchmentMemory
-from training.model import Geometry, HydroMAE, ModelConfig
+from training.model import Geometry, HydroMAE
+from training.model_config import ModelConfig
 
 T = 12
 

@@ -20,7 +20,8 @@ import torch
 from pipeline.files import atomic_file, file_sha256
 from pipeline.normalize import Normalizer
 from pipeline.schema import MANIFEST
-from training.model import Geometry, HydroMAE, ModelConfig
+from training.model import Geometry, HydroMAE
+from training.model_config import ModelConfig
 
 # the files of a run directory (``hydromae train --out RUN_DIR``)
 CHECKPOINT = "checkpoint.pt"

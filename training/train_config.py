@@ -13,7 +13,8 @@ from pipeline.manifest import Manifest
 from pipeline.schema import IMAGE_DTYPES, MASK_MODES, MODALITIES, READERS
 from pipeline.strategies import TRAINING
 from training.loss import LossConfig
-from training.model import DECODERS, PRESETS, Geometry, HydroMAE, ModelConfig
+from training.model import Geometry, HydroMAE
+from training.model_config import DECODERS, PRESETS, ModelConfig
 
 
 @dataclass
