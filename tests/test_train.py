@@ -20,13 +20,18 @@ import torch
 
 from hydromae.cli import main
 from pipeline import config
+from pipeline.history import CatchmentHistory
 from pipeline.manifest import Manifest
-from pipeline.schema import IMAGE_MODALITIES, MODALITIES
+from pipeline.runoff import RunoffSequences
+from pipeline.schema import IMAGE_MODALITIES, MODALITIES, STORE
 from pipeline.store import open_store
 from preprocessing.job import run_job
 from preprocessing.plan import PreprocessConfig
 from preprocessing.synth import generate
 from training.fit_baselines import training_flow_std, training_flow_stds
+from training.memory_pretrain import memory_parameters, pretrain_memory
+from training.optim import adamw
+from training.train_config import TrainConfig, build_model, loss_config
 
 STEPS = 6
 
@@ -242,6 +247,9 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
         assert f"{flag[0]} uses the memory's flow head" in capsys.readouterr().err
     assert main([*train_args(data, run), "--steps", "1", "--memory-flow-loss", "catchment"]) == 2
     assert "--memory-flow-loss sets the units" in capsys.readouterr().err
+    memory = ["--memory", "--history-days", "20", "--history-flow", "1"]
+    assert main([*train_args(data, run), "--memory-pretrain-steps", "2", *memory]) == 2
+    assert "--memory-pretrain-steps trains the memory on rainfall-runoff" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
     assert main([*train_args(data, run), "--steps", "2", "--norm-pix-loss", "--no-hints"]) == 0
     assert set(losses(run)) == {1, 2} and all(math.isfinite(v) for v in losses(run).values())
@@ -313,3 +321,68 @@ def test_the_catchment_flow_spreads_are_each_catchments_training_standard_deviat
     assert stds.shape == (flow.shape[1],)
     np.testing.assert_allclose(stds, np.nanstd(flow, axis=0), rtol=1e-5)
     assert training_flow_std(data, manifest) == pytest.approx(float(np.nanstd(flow)), rel=1e-6)
+
+
+PRETRAIN = ["--history-days", "20", "--memory", "--history-flow", "1", "--runoff-sequences",
+            "6", "--memory-flow-loss", "catchment", "--memory-pretrain-steps", "6",
+            "--steps", "2"]  # fmt: skip
+
+
+def memory_losses(run: Path) -> dict[int, float]:
+    """The logged loss of every step of the memory's pretraining, each logged once."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["memory_step"] for r in records if "memory_step" in r]
+    assert len(steps) == len(set(steps)), f"a memory step logged twice: {steps}"
+    return {r["memory_step"]: r["loss_runoff"] for r in records if "memory_step" in r}
+
+
+def test_the_memory_pretrains_first_and_a_run_killed_meanwhile_resumes_to_the_same_losses(
+    data, tmp_path
+):
+    """--memory-pretrain-steps: the memory's steps are logged, then the MAE's; a run killed
+    during the memory's steps resumes to the same losses, to the last bit."""
+    cli = [sys.executable, "-m", "hydromae"]
+    straight = tmp_path / "straight"
+    done = subprocess.run([*cli, *train_args(data, straight), *PRETRAIN], capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected, expected_mae = memory_losses(straight), losses(straight)
+    assert sorted(expected) == list(range(1, 7)) and sorted(expected_mae) == [1, 2]
+    assert expected[6] < expected[1]  # the memory learns from its sequences alone
+    run = tmp_path / "killed"
+    command = [*cli, *train_args(data, run), *PRETRAIN]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 3 <= len(memory_losses(run)) < 6 and not losses(run)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert memory_losses(run) == expected and losses(run) == expected_mae
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["memory_step"] == 6 and state["step"] == 2
+
+
+def test_the_memory_pretraining_moves_only_the_memory_lstm_and_flow_head(data):
+    """A pretraining step changes the LSTM and flow head and not one other weight (the
+    encoder, the decoder, the memory's query embedding)."""
+    cfg = TrainConfig(data=str(data), out="unused", preset="tiny", memory=True, history_days=20,
+                      history_flow=1.0, runoff_sequences=4, memory_pretrain_steps=2)  # fmt: skip
+    manifest = Manifest.read(data)
+    model = build_model(cfg, manifest)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = CatchmentHistory.read(str(data / STORE), manifest, 20)
+    runoff = RunoffSequences(history, manifest, 20 + manifest.window, manifest.window)
+    optimizer = adamw(torch.nn.ParameterList(memory_parameters(model)), 1e-2)
+    logged = []
+    pretrain_memory(model, optimizer, runoff, 4, (0, 2), (0, 0), (loss_config(cfg), 1e-2, 1.0, 1),
+                    torch.device("cpu"), lambda *a: logged.append(a))  # fmt: skip
+    assert [a[0] for a in logged] == [1, 2] and all(math.isfinite(a[1]) for a in logged)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("memory.lstm.", "memory.flow.")) for k in changed)
+    assert any(k.startswith("memory.flow.") for k in changed)

@@ -118,19 +118,31 @@ def mae_loss(
         term = cfg.weights.get(m, 1.0) * mse
         total = term if total is None else total + term
     assert total is not None
-    units = cfg.memory_units()
     for key, weight in ((HISTORY_FLOW, cfg.history_flow), (RUNOFF, cfg.runoff)):
         if key in out and weight:
-            h = out[key]  # [B, H] or [A, S] each
-            pred, target = h["pred"], h["target"]
-            if units != "normalised":  # the sequences carry their own catchments
-                of = h.get("catchment", catchment)
-                pred, target = _flow_scaled(pred, target, units, cfg, denormalize, of)
-            sq = torch.where(h["valid"], (pred - target) ** 2, 0.0)
-            mse = sq.sum() / h["valid"].sum().clamp_min(1)
+            mse = memory_flow_loss(out[key], cfg, denormalize, catchment)
             per_modality[key] = mse.detach()
             total = total + weight * mse
     return total, per_modality
+
+
+def memory_flow_loss(
+    terms: dict[str, Tensor],
+    cfg: LossConfig,
+    denormalize: Callable[[str, Tensor], Tensor] | None = None,
+    catchment: Tensor | None = None,
+) -> Tensor:
+    """The mean squared error of one of the memory's riverflow terms (``terms``: ``pred``,
+    ``target`` normalised and ``valid`` ``[B, H]`` or ``[A, S]``; rainfall-runoff sequences
+    carry their own ``catchment`` ``[A]``, a history takes the samples' ``catchment``) in
+    ``cfg.memory_units()``, over its valid days: a scalar, 0 where none is valid."""
+    pred, target, valid = terms["pred"], terms["target"], terms["valid"]
+    units = cfg.memory_units()
+    if units != "normalised":
+        of = terms.get("catchment", catchment)
+        pred, target = _flow_scaled(pred, target, units, cfg, denormalize, of)
+    sq = torch.where(valid, (pred - target) ** 2, 0.0)
+    return sq.sum() / valid.sum().clamp_min(1)
 
 
 def _flow_scaled(

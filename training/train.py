@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -40,6 +41,7 @@ from training.checkpoint import CHECKPOINT, METRICS, RUN_CONFIG
 from training.device import pick_device, to_device
 from training.fit_baselines import training_flow_std, training_flow_stds
 from training.loss import LossConfig
+from training.memory_pretrain import memory_parameters, pretrain_memory
 from training.model import HydroMAE
 from training.optim import adamw, warmup_cosine
 from training.plots import plot_curves
@@ -108,7 +110,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             num_workers=0, seed=cfg.seed, mask_mode=cfg.mask_mode, rank=rank, world_size=world,
             history_days=cfg.history_days,
         )  # fmt: skip
-    step = 0
+    # the memory's own optimizer, for its pretraining (training.memory_pretrain)
+    memory_optimizer = None
+    if cfg.memory_pretrain_steps:
+        memory_optimizer = adamw(nn.ParameterList(memory_parameters(raw_model)), cfg.lr,
+                                 cfg.weight_decay)  # fmt: skip
+    step = memory_step = 0
     ckpt_path = out / CHECKPOINT
     if cfg.resume and ckpt_path.exists():
         state = checkpoint.load(ckpt_path, cfg.data)
@@ -117,8 +124,11 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         loader.load_state_dict(state["loader"])
         checkpoint.set_random_states(state["random"][rank])
         step = state["step"]
+        memory_step = state.get("memory_step", 0)
+        if memory_optimizer is not None and state.get("memory_optimizer"):
+            memory_optimizer.load_state_dict(state["memory_optimizer"])
         if main:  # records logged after the checkpoint are logged again as the run redoes them
-            keep_metrics_until(out / METRICS, step)
+            keep_metrics_until(out / METRICS, step, memory_step)
     elif main:
         (out / METRICS).unlink(missing_ok=True)
         (out / RUN_CONFIG).write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
@@ -131,6 +141,34 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
 
         # on resume, events logged after the checkpoint's step are dropped, as in metrics
         board = SummaryWriter(out / "tensorboard", purge_step=step + 1 if step else None)
+
+    def save(step: int, memory_step: int) -> None:
+        _save(ckpt_path, raw_model, (optimizer, memory_optimizer), loader, (step, memory_step),
+              cfg, manifest, ddp)  # fmt: skip
+
+    # ---- the memory alone first, as a rainfall-runoff model (--memory-pretrain-steps)
+    if memory_optimizer is not None and step == 0 and memory_step < cfg.memory_pretrain_steps:
+        assert runoff is not None  # checked with the flags
+        total = cfg.memory_pretrain_steps
+        memory_bar = tqdm(total=total, initial=memory_step, desc="memory", unit="step",
+                          disable=not (main and cfg.progress))  # fmt: skip
+
+        def after_memory_step(k: int, loss: float, lr: float, grad_norm: float) -> None:
+            memory_bar.update()
+            if main and (k % cfg.log_every == 0 or k == total):
+                record = {"memory_step": k, "loss_runoff": loss, "lr": lr, "grad_norm": grad_norm}
+                log(record, out, logged, None)
+                memory_bar.set_postfix(loss=f"{loss:.4f}")
+            if k % cfg.checkpoint_every == 0 or k == total:
+                save(0, k)
+
+        pretrain_memory(
+            raw_model, memory_optimizer, runoff, cfg.runoff_sequences, (memory_step, total),
+            (cfg.seed, rank), (loss_cfg, cfg.lr, cfg.grad_clip, world), device,
+            after_memory_step,
+        )  # fmt: skip
+        memory_bar.close()
+        memory_step = total
     epoch = loader.state_dict()["epoch"]
     samples, started = 0, time.perf_counter()
     epoch_samples = 0  # real (not padding) samples this epoch, all ranks
@@ -223,7 +261,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                     log({"step": step, **scores}, out, logged, board)
             due = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if due and epoch_samples:  # never a checkpoint of a run that read nothing
-                _save(ckpt_path, raw_model, optimizer, loader, step, cfg, manifest, ddp)
+                save(step, memory_step)
         if not epoch_samples:
             raise ValueError(
                 f"{cfg.data}: epoch {epoch} gave no training sample: every training shard was "
@@ -264,12 +302,19 @@ def check_run_dir(out: Path, resume: bool) -> None:
         )
 
 
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop the records of ``metrics.jsonl`` logged after ``step`` (atomically)."""
+def keep_metrics_until(path: Path, step: int, memory_step: int = 0) -> None:
+    """Drop the records of ``metrics.jsonl`` logged after ``step`` (the memory's
+    pretraining's after ``memory_step``), atomically."""
     if not path.exists():
         return
+
+    def kept_record(record: dict) -> bool:
+        if "memory_step" in record:
+            return record["memory_step"] <= memory_step
+        return record.get("step", step + 1) <= step
+
     lines = [x for x in path.read_text().splitlines() if x.strip()]
-    kept = [x for x in lines if json.loads(x).get("step", step + 1) <= step]
+    kept = [x for x in lines if kept_record(json.loads(x))]
     atomic_write(path, "".join(f"{x}\n" for x in kept).encode())
 
 
@@ -328,8 +373,11 @@ def validate(
     }
 
 
-def _save(path, model, optimizer, loader, step, cfg, manifest, ddp) -> None:
-    """Every rank's random states gathered; rank 0 writes the checkpoint atomically."""
+def _save(path, model, optimizers, loader, steps, cfg, manifest, ddp) -> None:
+    """Every rank's random states gathered; rank 0 writes the checkpoint atomically.
+    ``optimizers``: the MAE's and the memory's pretraining's (or None); ``steps``: the
+    MAE's step and the memory's pretraining step."""
+    (optimizer, memory_optimizer), (step, memory_step) = optimizers, steps
     states: list[Any] = [checkpoint.random_states()]
     if ddp:
         states = [None] * dist.get_world_size()
@@ -341,6 +389,8 @@ def _save(path, model, optimizer, loader, step, cfg, manifest, ddp) -> None:
                 "step": step,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "memory_step": memory_step,
+                "memory_optimizer": memory_optimizer and memory_optimizer.state_dict(),
                 "loader": loader.state_dict(),
                 "random": states,
                 "config": asdict(cfg),

@@ -196,6 +196,17 @@ class TrainConfig:
             "--history-flow"
         },
     )
+    memory_pretrain_steps: int = field(
+        default=0,
+        metadata={
+            "min": 0,
+            "help": "steps of the catchment memory alone before the MAE's (training."
+            "memory_pretrain): its LSTM and flow head trained on --runoff-sequences "
+            "rainfall-runoff sequences a step, as a rainfall-runoff model is, so that the MAE "
+            "starts from a memory that already maps weather to flow; 0: none. Needs "
+            "--runoff-sequences",
+        },
+    )
     log_every: int = field(default=10, metadata={"min": 1})
     val_every: int = field(
         default=0, metadata={"min": 0, "help": "steps between validations (0: none)"}
@@ -239,6 +250,11 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
     ):
         if used and not cfg.history_flow:
             raise ValueError(f"{flag} uses the memory's flow head: it needs --history-flow")
+    if cfg.memory_pretrain_steps and not cfg.runoff_sequences:
+        raise ValueError(
+            "--memory-pretrain-steps trains the memory on rainfall-runoff sequences: it needs "
+            "--runoff-sequences (how many a step)"
+        )
     if cfg.flow_fill and not cfg.hints:
         raise ValueError("--flow-fill makes the memory's riverflow a hint: drop --no-hints")
     if cfg.nearness and not cfg.hints:
