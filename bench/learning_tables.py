@@ -17,13 +17,23 @@ import sys
 from pathlib import Path
 
 MODALITIES = ("precip", "soil", "temp", "evap", "riverflow")
-BASELINES = ("climatology", "interpolation", "neighbours", "regression", "pooled")
+BASELINES = (
+    "climatology",
+    "interpolation",
+    "neighbours",
+    "regression",
+    "pooled",
+    "regression_soil",
+    "pooled_soil",
+)
 NAMES = {
     "climatology": "climatology",
     "interpolation": "interpolation in time",
     "neighbours": "neighbouring patches",
     "regression": "lag regression, per catchment",
     "pooled": "lag regression, pooled",
+    "regression_soil": "lag regression with soil moisture, per catchment",
+    "pooled_soil": "lag regression with soil moisture, pooled",
 }
 
 

@@ -125,8 +125,9 @@ def history_regressions(raw: Path, manifest: Manifest) -> dict[str, dict]:
     """The lag regressions of ``training.regression`` fitted and run on each catchment's
     whole record rather than one window: rain (``precipitation``) and ``pet`` from the
     release's CSVs, the training period's days to fit, the test period's to predict with
-    the ``LAGS`` days before it. ``{gauge: {"dates", "sim", "obs"}}``: per catchment for
-    the gauged ones, pooled (with the static attributes) for the held-out ones."""
+    the ``LAGS`` days before it (the CSVs carry no soil moisture: the rain and evaporation
+    regressions only). ``{gauge: {"dates", "sim", "obs"}}``: per catchment for the gauged
+    ones, pooled (with the static attributes) for the held-out ones."""
     folder = raw / "data" / "timeseries"
     ids = list(manifest.catchments.ids)
     frames = [
@@ -151,10 +152,9 @@ def history_regressions(raw: Path, manifest: Manifest) -> dict[str, dict]:
     dates = frames[0].loc[first : pd.Timestamp(test.end)].index.strftime("%Y-%m-%d")[LAGS:]
     out = {}
     for pooled in (False, True):
-        model = LagRegression(pooled=pooled).fit(*fit, static, gauged)
+        model = LagRegression(pooled=pooled).fit(fit[:2], fit[2], static, gauged)  # rain, pet
         sim = model.predict(
-            torch.from_numpy(rain[0].T),
-            torch.from_numpy(pet[0].T),
+            (torch.from_numpy(rain[0].T), torch.from_numpy(pet[0].T)),
             torch.arange(len(ids)),
             torch.from_numpy(static),
         ).numpy()  # [C, T]

@@ -8,6 +8,7 @@ physical units, NaN kept::
     precip, soil, temp   [T, N_valid, p, p] float32 (views of the window's arrays)
     evap, riverflow      [T] float32
     static               [A] float32, catchment_weight [N_valid] float32
+    catchment_pixels     [N_valid, p*p] float32: the catchment's area share per pixel
     catchment_index int, doy [T] int16, start ISO date, sample_key "YYYYMMDD-{gauge_id}"
     history              [H, F] float32, only when the table has one (``pipeline.history``)
     history_flow         [H] float32, riverflow on those days: a training target only
@@ -37,23 +38,33 @@ class CatchmentTable:
     ids: list[str]  # [C] gauge ids
     static: np.ndarray  # [C, A] float32, NaN = missing
     weight: np.ndarray  # [C, N_valid] float32, share of the catchment's area per valid patch
+    pixels: np.ndarray  # [C, N_valid, P] float32, its share per pixel (sums to ``weight``)
     history: CatchmentHistory | None = None  # the weather before each window, if wanted
 
 
-def patch_means(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Each patch's mean over its valid pixels: ``values``/``valid`` ``[..., N, P]`` ->
-    means ``[..., N]`` (0 where a patch has none; ``values`` must be finite) and whether it
-    has one ``[..., N]``."""
-    count = valid.sum(-1)
-    return torch.where(valid, values, 0.0).sum(-1) / count.clamp_min(1), count > 0
+def catchment_means(values: Tensor, valid: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    """Each sample's catchment mean of an image over the catchment's own valid pixels, each
+    weighted by its share of the catchment's area: the catchment average at the grid's
+    resolution, as CAMELS-GB's catchment rainfall is. ``values``/``valid`` ``[B, ..., N, P]``
+    (invalid values may hold anything), ``pixels [B, N, P]`` (``CatchmentTable.pixels`` of
+    the sample's catchment) -> the mean (0 where no pixel of the catchment is valid) and the
+    share of the catchment's area it covers, ``[B, ...]`` each."""
+    return _pixel_average("b...np,bnp->b...", values, valid, pixels)
 
 
-def weighted_mean(means: Tensor, has: Tensor, weight: Tensor) -> Tensor:
-    """A catchment's mean of patch means ``[..., N]`` (``has``: the patches with data),
-    weighted by its share of each patch ``weight`` (broadcast to ``[..., N]``) over the
-    patches with data: ``[...]``, 0 where none of its patches has any."""
-    w = weight * has
-    return (w * means).sum(-1) / w.sum(-1).clamp_min(1e-9)
+def every_catchment_means(values: Tensor, valid: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`catchment_means` of every catchment on the same days: ``values``/``valid``
+    ``[T, N, P]``, ``pixels [C, N, P]`` -> ``[T, C]`` each."""
+    return _pixel_average("tnp,cnp->tc", values, valid, pixels)
+
+
+def _pixel_average(
+    spec: str, values: Tensor, valid: Tensor, pixels: Tensor
+) -> tuple[Tensor, Tensor]:
+    x = torch.where(valid, values, 0.0).to(pixels.dtype)
+    w = valid.to(pixels.dtype)
+    total, covered = torch.einsum(spec, x, pixels), torch.einsum(spec, w, pixels)
+    return total / covered.clamp_min(1e-9), covered
 
 
 def expand(
@@ -72,6 +83,7 @@ def expand(
         sample.update(
             static=table.static[c],
             catchment_weight=table.weight[c],
+            catchment_pixels=table.pixels[c],
             catchment_index=int(c),
             doy=doy,
             start=start.isoformat(),

@@ -8,6 +8,7 @@ units with NaN kept (the sample schema, ``docs/dataset.md``):
     evap, riverflow          [T']
     static                   [A]                optional
     catchment_weight         [N_in]             optional, aligned with the image patches
+    catchment_pixels         [N_in, p*p]        optional, the same per pixel
     catchment_index          int                optional
     doy                      [T'] int16         optional
     start, sample_key        str                optional; sample_key keys the masks
@@ -30,6 +31,7 @@ Output (B samples, T = seq_len, N = N_valid valid patches, P = N_patches):
     history, history_valid               [B, H, F] float32, bool  (samples with a history)
     history_flow, history_flow_valid     [B, H] float32, bool     (the same; never an input)
     catchment_weight                     [B, N] float32
+    catchment_pixels                     [B, N, p*p] float32
     catchment_index [B] long, doy [B, T] int16, weight [B] float32, start, sample_key: lists
 
 With ``compact=True`` each window's images travel once: ``precip``, ``soil``, ``temp`` and
@@ -380,11 +382,11 @@ class MultiScaleMaskedCollate:
                 out[key], out[f"{key}_valid"] = self._stack_finite(
                     [torch.as_tensor(v) for v in values]
                 )
-            elif key == "catchment_weight":
+            elif key in ("catchment_weight", "catchment_pixels"):
                 w = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
                 if w.shape[1] != len(self.patch_indices):
                     raise ValueError(
-                        f"catchment_weight has {w.shape[1]} patches, expected "
+                        f"{key} has {w.shape[1]} patches, expected "
                         f"{len(self.patch_indices)} (patch_indices)"
                     )
                 w = w if self._select is None else w[:, self._select]

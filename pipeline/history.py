@@ -17,8 +17,8 @@ as an input):
 
     history_flow  [H] float32, mm/day, NaN = before the stored period or missing
 
-The weights are the manifest's ``catchment_patch_weight`` over the
-valid patches, as the model's own in-window catchment weather uses.
+The weights are the manifest's ``catchment_pixel_weight`` over the valid patches' pixels
+(the catchment's own cells), as the model's own in-window catchment weather uses.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.catchment import patch_means, weighted_mean
+from pipeline.catchment import every_catchment_means
 from pipeline.manifest import Manifest
 from pipeline.schema import IMAGE_MODALITIES
 
@@ -39,16 +39,17 @@ HISTORY_FEATURES = (*IMAGE_MODALITIES, "evap")  # F, in this order
 
 def catchment_series(location: str, manifest: Manifest, names: Sequence[str]) -> np.ndarray:
     """``[time, C, len(names)]`` float64 over the store's days: for an image modality, each
-    catchment's daily mean (``pipeline.catchment.patch_means`` then ``weighted_mean`` by
-    its share of the valid patches; NaN where none of its patches has data), read a window
-    length of days at a time (the store's chunks); for a vector modality, its series."""
+    catchment's daily mean over its own valid pixels, each weighted by its share of the
+    catchment's area (``pipeline.catchment.every_catchment_means``; NaN where none has
+    data), read a window length of days at a time (the store's chunks); for a vector
+    modality, its series."""
     import zarr
 
     group = zarr.open_group(location, mode="r")
-    weight = torch.from_numpy(manifest.catchment_table().weight).double()  # [C, N_valid]
+    pixels = torch.from_numpy(manifest.catchment_table().pixels).double()  # [C, N_valid, P]
     positions = manifest.store_positions()
     total, step = manifest.period.days, manifest.window
-    series = np.empty((total, weight.shape[0], len(names)))
+    series = np.empty((total, pixels.shape[0], len(names)))
     for f, name in enumerate(names):
         array = group[name]
         if name not in IMAGE_MODALITIES:
@@ -57,11 +58,8 @@ def catchment_series(location: str, manifest: Manifest, names: Sequence[str]) ->
         for t0 in range(0, total, step):
             block = torch.from_numpy(np.asarray(array[t0 : t0 + step])[:, positions])
             block = block.double().flatten(-2)  # [t, N_valid, P]
-            valid = torch.isfinite(block)
-            means, has = patch_means(torch.nan_to_num(block), valid)  # [t, N_valid] each
-            mean = weighted_mean(means[:, None], has[:, None], weight)  # [t, C]
-            covered = (has[:, None] * weight).sum(-1) > 0
-            series[t0 : t0 + step, :, f] = torch.where(covered, mean, float("nan")).numpy()
+            mean, covered = every_catchment_means(block, torch.isfinite(block), pixels)  # [t, C]
+            series[t0 : t0 + step, :, f] = torch.where(covered > 0, mean, float("nan")).numpy()
     return series
 
 

@@ -93,6 +93,9 @@ class CatchmentInfo:
     static_attributes: tuple[str, ...]  # [A]
     static: tuple[tuple[float | None, ...], ...]  # [C][A], physical units, None = missing
     catchment_patch_weight: tuple[dict[int, float], ...]  # [C] {patch: area share}
+    # [C] {patch: {pixel: area share}}: the shares per grid cell, pixel = row * p + col in
+    # the patch; a patch's pixels sum to its catchment_patch_weight
+    catchment_pixel_weight: tuple[dict[int, dict[int, float]], ...]
     boundaries: str  # "polygons" or "discs"
     holdout: tuple[str, ...]  # ids held out of training (never in a training batch)
 
@@ -200,7 +203,8 @@ class Manifest:
         )
 
     def catchment_table(self) -> CatchmentTable:
-        """Ids, static attributes ``[C, A]`` and patch weights ``[C, N_valid]`` as arrays."""
+        """Ids, static attributes ``[C, A]``, patch weights ``[C, N_valid]`` and pixel
+        weights ``[C, N_valid, P]`` as arrays."""
         c = self.catchments
         valid = {p: i for i, p in enumerate(self.valid_patch_indices)}
         weight = np.zeros((len(c.ids), len(valid)), dtype=np.float32)
@@ -208,10 +212,15 @@ class Manifest:
             for patch, share in shares.items():
                 if patch in valid:
                     weight[row, valid[patch]] = share
+        pixels = np.zeros((*weight.shape, self.grid.patch_size**2), dtype=np.float32)
+        for row, patches in enumerate(c.catchment_pixel_weight):
+            for patch, cells in patches.items():
+                if patch in valid:
+                    pixels[row, valid[patch], list(cells)] = list(cells.values())
         static = np.array(
             [[np.nan if v is None else v for v in row] for row in c.static], dtype=np.float32
         ).reshape(len(c.ids), len(c.static_attributes))
-        return CatchmentTable(list(c.ids), static, weight)
+        return CatchmentTable(list(c.ids), static, weight, pixels)
 
     def normalizer(self) -> Normalizer:
         return Normalizer(self.normalization)

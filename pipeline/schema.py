@@ -22,7 +22,7 @@ COLLATE_MODES = ("train", "val", "eval")  # masks keyed by epoch, nothing masked
 READERS = ("shards", "zarr")  # the loader's two sources
 
 # ------------------------------------------------------------------ the dataset directory
-FORMAT_VERSION = 2  # 2: input fingerprints, per-window checksums, chunk checksums
+FORMAT_VERSION = 3  # 2: input fingerprints, per-window checksums, chunk checksums; 3: pixel weights
 MANIFEST = "manifest.json"
 STORE = "store.zarr"
 SHARDS = "shards"

@@ -62,6 +62,7 @@ class PadFactory:
             **{name: vector for name in VECTOR_MODALITIES},
             "static": np.full(self.attributes, np.nan, dtype=np.float32),
             "catchment_weight": np.zeros(self.patches, dtype=np.float32),
+            "catchment_pixels": np.zeros((self.patches, p * p), dtype=np.float32),
             "doy": np.zeros(self.days, dtype=np.int16),
         }
 

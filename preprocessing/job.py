@@ -62,7 +62,7 @@ from preprocessing.plan import Plan, PreprocessConfig, make_plan
 from preprocessing.shard_tasks import ShardJob, write_one_shard
 from preprocessing.stats import TRANSFORMS, Moments
 from preprocessing.tasks import run_tasks
-from preprocessing.weights import patch_weights, read_boundaries
+from preprocessing.weights import PixelShares, patch_totals, pixel_weights, read_boundaries
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class Catchments:
     series: catchment_io.GaugeRecords  # evap, riverflow [T, C]
     static: np.ndarray  # [C, A] float32
     weights: np.ndarray  # [C, N_store] float64, area share per stored patch
+    pixels: list[PixelShares]  # [C] {stored patch: {pixel: area share}}
     boundaries: str  # "polygons" or "discs"
     holdout: tuple[str, ...]  # gauge ids held out of training
 
@@ -212,7 +213,7 @@ def resolve_holdout(given: list[str], gauge_ids: list[str]) -> tuple[str, ...]:
 def catchment_weights(plan: Plan, records: tuple, store_patches: np.ndarray) -> Catchments:
     """The catchments with their area share in each stored patch."""
     series, static, where = records
-    weights = patch_weights(
+    cells = pixel_weights(
         plan.grid,
         plan.sources["temp"].y,
         plan.sources["temp"].x,
@@ -220,8 +221,11 @@ def catchment_weights(plan: Plan, records: tuple, store_patches: np.ndarray) -> 
         where["polygons"],
         where["gauges"],
     )
+    weights = patch_totals(cells, plan.grid.num_patches)[:, store_patches]
+    stored = set(store_patches.tolist())
+    pixels = [{n: shares for n, shares in row.items() if n in stored} for row in cells]
     boundaries = "polygons" if where["polygons"] else "discs"
-    return Catchments(series, static, weights[:, store_patches], boundaries, where["holdout"])
+    return Catchments(series, static, weights, pixels, boundaries, where["holdout"])
 
 
 def report_uncovered(manifest: Manifest) -> None:
@@ -386,6 +390,13 @@ def build_manifest(
             catchment_patch_weight=tuple(
                 {int(p): round(float(w), 6) for p, w in zip(stored, row, strict=True) if w > 0}
                 for row in catchments.weights
+            ),
+            catchment_pixel_weight=tuple(
+                {
+                    int(p): {int(k): round(float(w), 6) for k, w in sorted(shares.items())}
+                    for p, shares in sorted(row.items())
+                }
+                for row in catchments.pixels
             ),
             boundaries=catchments.boundaries,
             holdout=catchments.holdout,

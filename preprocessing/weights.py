@@ -1,4 +1,5 @@
-"""Catchment to grid: ``catchment_patch_weight[c, patch]``, catchment c's area share per patch.
+"""Catchment to grid: catchment c's area share per patch (``catchment_patch_weight[c, patch]``)
+and per grid cell (``catchment_pixel_weight[c][patch][pixel]``).
 
 From boundary polygons where the user has them, or else from a disc of the catchment's area
 around its gauge. Areas are counted on a sub-grid of ``subdivisions x subdivisions`` points
@@ -202,7 +203,20 @@ def _inside(points: np.ndarray, polygons: list[Polygon]) -> np.ndarray:
     return inside
 
 
-def patch_weights(
+PixelShares = dict[int, dict[int, float]]  # {patch: {pixel in the patch: area share}}
+
+
+def patch_totals(cells: list[PixelShares], num_patches: int) -> np.ndarray:
+    """``[C, num_patches]`` float64: each catchment's area share per patch, the sum of its
+    :func:`pixel_weights` over the patch's pixels."""
+    weights = np.zeros((len(cells), num_patches), dtype=np.float64)
+    for c, shares in enumerate(cells):
+        for patch, pixels in shares.items():
+            weights[c, patch] = sum(pixels.values())
+    return weights
+
+
+def pixel_weights(
     grid: PatchGrid,
     y: np.ndarray,
     x: np.ndarray,
@@ -210,8 +224,11 @@ def patch_weights(
     polygons: dict[str, list[Polygon]] | None,
     gauges: dict[str, tuple[float, float, float]] | None,
     subdivisions: int = 5,
-) -> np.ndarray:
-    """``[C, N_patches]`` float64: the share of each catchment's area in each patch.
+) -> list[PixelShares]:
+    """Per catchment, the share of its area in each grid cell, as ``{patch: {pixel: share}}``
+    (``pixel = row_in_patch * p + col_in_patch``, the order of ``pipeline.grid.patchify``;
+    only cells it covers): what a catchment average at the grid's resolution weighs, as
+    CAMELS-GB's catchment rainfall is the mean over the catchment's own cells.
 
     ``y``, ``x``: ascending cell-centre coordinates (m). ``polygons``: boundaries per gauge;
     gauges without one fall back to ``gauges[gid] = (easting, northing, area_km2)``, a disc
@@ -219,8 +236,9 @@ def patch_weights(
     """
     dy, dx = float(y[1] - y[0]), float(x[1] - x[0])
     y_edge, x_edge = float(y[0]) - dy / 2, float(x[0]) - dx / 2
-    weights = np.zeros((len(gauge_ids), grid.num_patches), dtype=np.float64)
-    for c, gid in enumerate(gauge_ids):
+    p = grid.patch_size
+    out: list[PixelShares] = []
+    for gid in gauge_ids:
         polys = (polygons or {}).get(gid)
         if polys is not None:
             outline = np.concatenate([p[0] for p in polys])
@@ -256,6 +274,11 @@ def patch_weights(
         col = np.floor((points[:, 0] - x_edge) / dx).astype(np.int64)
         row = np.floor((points[:, 1] - y_edge) / dy).astype(np.int64)
         on_grid = (row >= 0) & (row < grid.height) & (col >= 0) & (col < grid.width)
-        patch = (row[on_grid] // grid.patch_size) * grid.cols + col[on_grid] // grid.patch_size
-        weights[c] = np.bincount(patch, minlength=grid.num_patches) / len(points)
-    return weights
+        row, col = row[on_grid], col[on_grid]
+        cell = ((row // p) * grid.cols + col // p) * p * p + (row % p) * p + col % p
+        cells, counts = np.unique(cell, return_counts=True)
+        shares: PixelShares = {}
+        for at, n in zip(cells.tolist(), counts.tolist(), strict=True):
+            shares.setdefault(at // (p * p), {})[at % (p * p)] = n / len(points)
+        out.append(shares)
+    return out

@@ -3,6 +3,8 @@ NSE/KGE."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from training.baselines import (
     patch_neighbours,
 )
 from training.metrics import ErrorSums, FlowRecords, kge, nse
-from training.regression import LAGS, LagRegression
+from training.regression import LAGS, RAIN_EVAP, WITH_SOIL, LagRegression
 
 
 def test_time_interpolation_inside_and_at_the_edges():
@@ -136,39 +138,50 @@ def _lag_columns(x: np.ndarray, fill: float, lags: int) -> np.ndarray:
     )
 
 
-def test_lag_regressions_match_a_direct_least_squares_fit():
+@pytest.mark.parametrize("names", [RAIN_EVAP, WITH_SOIL])
+def test_lag_regressions_match_a_direct_least_squares_fit(names):
+    """Rain and evaporation (the classic pair), and with soil moisture: the coefficients are
+    a constant, each input's lags in ``names``' order, then (pooled) the static attributes."""
     rng = np.random.default_rng(3)
     w, t, c = 12, 60, 3
     rain = rng.gamma(0.7, 4.0, size=(w, t, c))
     pet = rng.uniform(0.5, 3.0, size=(w, t, c))
-    # flow: a known linear filter of the window's rain and pet (earlier days at the means)
-    truth = np.concatenate([[0.5], 0.3 * np.exp(-np.arange(LAGS + 1) / 4.0), [-0.1], [0] * LAGS])
-    means = rain.mean(axis=(0, 1)), pet.mean(axis=(0, 1))  # [C] each
+    soil = np.random.default_rng(4).uniform(0.05, 0.5, size=(w, t, c))  # m3 m-3
+    series = {"precip": rain, "evap": pet, "soil": soil}
+    inputs = [series[n] for n in names]
+    # flow: a known linear filter of the window's series (earlier days at the means)
+    filters = {
+        "precip": 0.3 * np.exp(-np.arange(LAGS + 1) / 4.0),
+        "evap": np.array([-0.1] + [0] * LAGS),
+        "soil": 4.0 * np.exp(-np.arange(LAGS + 1) / 2.0),
+    }
+    truth = np.concatenate([[0.5], *(filters[n] for n in names)])
+    means = [x.mean(axis=(0, 1)) for x in inputs]  # [C] each
 
-    def inputs(i: int, j: int) -> np.ndarray:  # [T, 1 + 2 (LAGS + 1)], written out by hand
-        lags = [
-            _lag_columns(x[i, :, j], m[j], LAGS) for x, m in ((rain, means[0]), (pet, means[1]))
-        ]
+    def design(i: int, j: int) -> np.ndarray:  # [T, 1 + n (LAGS + 1)], written out by hand
+        lags = [_lag_columns(x[i, :, j], m[j], LAGS) for x, m in zip(inputs, means, strict=True)]
         return np.hstack([np.ones((t, 1)), *lags])
 
-    flow = np.stack([[inputs(i, j) @ truth for j in range(c)] for i in range(w)]).transpose(0, 2, 1)
+    flow = np.stack([[design(i, j) @ truth for j in range(c)] for i in range(w)]).transpose(0, 2, 1)
     flow += 0.05 * rng.standard_normal((w, t, c))
     static = rng.uniform(1.0, 50.0, size=(c, 2))
     flow[1, 5, 0] = np.nan  # a missing day is left out of the fit
     catchments = np.array([0, 2])  # catchment 1 is held out
 
-    fitted = LagRegression(pooled=False).fit(rain, pet, flow, static, catchments)
+    fitted = LagRegression(pooled=False, names=names).fit(inputs, flow, static, catchments)
+    assert fitted.coef.shape == (c, 1 + len(names) * (LAGS + 1))
     rows = {}
     for j in catchments:
-        x = np.concatenate([inputs(i, j) for i in range(w)])
+        x = np.concatenate([design(i, j) for i in range(w)])
         y = flow[:, :, j].reshape(-1)
         ok = np.isfinite(y)
         rows[j] = (x, y)
         direct = np.linalg.lstsq(x[ok], y[ok], rcond=None)[0]
         np.testing.assert_allclose(x[ok] @ fitted.coef[j], x[ok] @ direct, rtol=1e-3)  # RIDGE
+        np.testing.assert_allclose(fitted.coef[j], direct, rtol=1e-3, atol=1e-4)
     assert not fitted.coef[1].any()  # the held-out catchment is never fitted
 
-    pooled = LagRegression(pooled=True).fit(rain, pet, flow, static, catchments)
+    pooled = LagRegression(pooled=True, names=names).fit(inputs, flow, static, catchments)
     logs = np.log1p(static)
     x = np.concatenate(
         [np.hstack([rows[j][0], np.repeat(logs[j][None], len(rows[j][0]), 0)]) for j in catchments]
@@ -177,28 +190,33 @@ def test_lag_regressions_match_a_direct_least_squares_fit():
     ok = np.isfinite(y)
     direct = np.linalg.lstsq(x[ok], y[ok], rcond=None)[0]
     np.testing.assert_allclose(x[ok] @ pooled.coef, x[ok] @ direct, rtol=1e-3)
+    # the lags' coefficients (the constant and two attributes of two catchments are not
+    # identifiable apart: their fitted values are, above)
+    lags = slice(1, 1 + len(names) * (LAGS + 1))
+    np.testing.assert_allclose(pooled.coef[lags], direct[lags], rtol=1e-3, atol=1e-4)
 
-    # predict: the fitted linear function of the window's rain and pet, floored at 0
-    got = fitted.predict(
-        torch.from_numpy(rain[:, :, 2]), torch.from_numpy(pet[:, :, 2]),
-        torch.full((w,), 2), None,
-    )  # fmt: skip
+    # predict: the fitted linear function of the window's series, floored at 0
+    got = fitted.predict([torch.from_numpy(x[:, :, 2]) for x in inputs], torch.full((w,), 2), None)
     want = (rows[2][0] @ fitted.coef[2]).reshape(w, t).clip(0)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fitted.coef[2, 1 : LAGS + 2], truth[1 : LAGS + 2], atol=0.03)  # rain
+    if "soil" in names:  # the last LAGS + 1 coefficients are soil's
+        np.testing.assert_allclose(
+            fitted.coef[2, -(LAGS + 1) :][:3], truth[-(LAGS + 1) :][:3], atol=0.1
+        )
 
     # a catchment whose rain is never seen (it covers no valid patch) takes the others'
     # mean before the window: its predictions are numbers, never NaN
-    unseen = rain.copy()
-    unseen[:, :, 1] = np.nan
-    both = LagRegression(pooled=True).fit(unseen, pet, flow, static, catchments)
+    unseen = [x.copy() for x in inputs]
+    unseen[0][:, :, 1] = np.nan
+    both = LagRegression(pooled=True, names=names).fit(unseen, flow, static, catchments)
     np.testing.assert_allclose(both.means[1, 0], np.mean(rain[:, :, [0, 2]]))
     np.testing.assert_allclose(both.means[[0, 2]], fitted.means[[0, 2]])
-    pred = both.predict(
-        torch.zeros(w, t), torch.from_numpy(pet[:, :, 1]), torch.full((w,), 1),
-        torch.from_numpy(static[[1] * w]),
-    )  # fmt: skip
+    window = [torch.zeros(w, t), *(torch.from_numpy(x[:, :, 1]) for x in inputs[1:])]
+    pred = both.predict(window, torch.full((w,), 1), torch.from_numpy(static[[1] * w]))
     assert torch.isfinite(pred).all()
+    with pytest.raises(ValueError, match="inputs"):  # one series a name, no fewer
+        fitted.predict([torch.from_numpy(rain[:, :, 2])], torch.full((w,), 2), None)
 
 
 def test_interpolation_searched_per_patch_equals_per_pixel_where_land_is_land():
@@ -238,20 +256,224 @@ def test_lag_regressions_read_the_days_before_the_window_when_given():
 
     static, one = np.zeros((1, 0)), np.array([0])
     with_history = LagRegression(pooled=False).fit(
-        cut(rain), cut(pet), cut(flow), static, one, before=(lead(rain), lead(pet))
+        (cut(rain), cut(pet)), cut(flow), static, one, before=(lead(rain), lead(pet))
     )
     np.testing.assert_allclose(with_history.coef[0], truth, atol=1e-4)
     got = with_history.predict(
-        torch.from_numpy(cut(rain)[..., 0]), torch.from_numpy(cut(pet)[..., 0]),
+        (torch.from_numpy(cut(rain)[..., 0]), torch.from_numpy(cut(pet)[..., 0])),
         torch.zeros(w, dtype=torch.long), None,
         before=(torch.from_numpy(lead(rain)[..., 0]), torch.from_numpy(lead(pet)[..., 0])),
     )  # fmt: skip
     np.testing.assert_allclose(got.numpy(), cut(flow)[..., 0], rtol=1e-3, atol=1e-3)
     # without the days before, the first days of each window take the means: worse
-    cold = LagRegression(pooled=False).fit(cut(rain), cut(pet), cut(flow), static, one)
+    cold = LagRegression(pooled=False).fit((cut(rain), cut(pet)), cut(flow), static, one)
     guess = cold.predict(
-        torch.from_numpy(cut(rain)[..., 0]), torch.from_numpy(cut(pet)[..., 0]),
+        (torch.from_numpy(cut(rain)[..., 0]), torch.from_numpy(cut(pet)[..., 0])),
         torch.zeros(w, dtype=torch.long), None,
     )  # fmt: skip
     error = np.abs(guess.numpy() - cut(flow)[..., 0])[:, :LAGS].mean()
     assert error > 10 * np.abs(got.numpy() - cut(flow)[..., 0])[:, :LAGS].mean()
+
+
+def _flow_case() -> tuple[dict, dict, dict, torch.Tensor, torch.Tensor]:
+    """A batch of two samples (2 catchments, 15 days, 4 valid patches of a 3-column grid of
+    6, 3 pixels each) under random masks, and the four regressions of evaluation fitted
+    on random windows where flow follows rain, evaporation and soil moisture:
+    ``(batch, seen, regressions, valid_idx, adjacency)``."""
+    from training.fit_baselines import REGRESSIONS
+
+    rng = np.random.default_rng(7)
+    g = torch.Generator().manual_seed(7)
+    w, t, c, b, n, p = 8, 40, 2, 2, 4, 3
+    series = {
+        "precip": rng.gamma(0.7, 4.0, size=(w, t, c)),
+        "evap": rng.uniform(0.5, 3.0, size=(w, t, c)),
+        "soil": rng.uniform(0.1, 0.45, size=(w, t, c)),
+    }
+    flow = 0.3 * series["precip"] - 0.1 * series["evap"] + 5.0 * series["soil"]
+    flow += 0.05 * rng.standard_normal((w, t, c))
+    static = rng.uniform(1.0, 50.0, size=(c, 2))
+    regressions = {
+        name: LagRegression(pooled, names).fit(
+            [series[k] for k in names], flow, static, np.arange(c)
+        )
+        for name, (pooled, names) in REGRESSIONS.items()
+    }
+    t = 15
+    ones = torch.ones(b, t, n, p, dtype=torch.bool)
+    batch = {
+        "precip": 10 * torch.rand(b, t, n, p, generator=g),
+        "soil": 0.1 + 0.35 * torch.rand(b, t, n, p, generator=g),
+        "evap": 3 * torch.rand(b, t, generator=g),
+        "riverflow": 2 * torch.rand(b, t, generator=g),
+        **{f"{m}_valid": ones for m in ("precip", "soil")},
+        **{f"{m}_valid": torch.ones(b, t, dtype=torch.bool) for m in ("evap", "riverflow")},
+        "catchment_weight": torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]]),
+        "catchment_pixels": torch.rand(b, n, p, generator=g),
+        "catchment_index": torch.tensor([0, 1]),
+        "static": torch.from_numpy(static).float(),
+        "static_valid": torch.ones(b, 2, dtype=torch.bool),
+        "doy": torch.arange(1, t + 1, dtype=torch.int16).repeat(b, 1),
+    }
+    seen = dict(batch)
+    for m in ("precip", "soil"):  # about half the valid patches masked each day
+        seen[f"{m}_mask"] = torch.rand(b, t, 6, generator=g) < 0.5
+    seen["evap_mask"] = torch.rand(b, t, generator=g) < 0.5
+    seen["riverflow_mask"] = torch.ones(b, t, dtype=torch.bool)
+    valid_idx = torch.tensor([0, 1, 2, 4])
+    return batch, seen, regressions, valid_idx, patch_neighbours(valid_idx, cols=3)
+
+
+@pytest.mark.parametrize("m", ["precip", "soil"])
+def test_the_regressions_read_only_the_visible_images_and_only_their_own_inputs(m):
+    """Changing an image where the strategy masks it changes no regression's input; where
+    it is visible, it moves its catchment mean and exactly the regressions that read it:
+    soil moisture the ``_soil`` ones, never the rain and evaporation ones."""
+    from pipeline.normalize import Normalizer, VariableStats
+    from training.scoring import regression_inputs, regression_predictions
+
+    batch, seen, regressions, valid_idx, adjacency = _flow_case()
+    norm = Normalizer({"riverflow": VariableStats("log1p", 0.5, 0.8)})
+    hidden = seen[f"{m}_mask"][..., valid_idx][..., None]  # [B, T, N, 1]
+    assert hidden.any() and (~hidden).any()
+
+    def predict(values: torch.Tensor) -> tuple[dict, dict]:
+        changed = {**batch, m: values}
+        visible = regression_inputs(changed, seen, valid_idx, adjacency)
+        return visible, regression_predictions(
+            changed, visible, regressions, norm, tuple(regressions)
+        )
+
+    visible, preds = predict(batch[m])
+    assert set(visible) == {"precip", "evap", "soil"}
+    masked_visible, masked_preds = predict(torch.where(hidden, 3 * batch[m] + 1, batch[m]))
+    assert all(torch.equal(masked_visible[k], visible[k]) for k in visible)
+    assert all(torch.equal(masked_preds[k], preds[k]) for k in regressions)
+    moved_visible, moved_preds = predict(torch.where(hidden, batch[m], 3 * batch[m] + 1))
+    assert not torch.allclose(moved_visible[m], visible[m])
+    for name, regression in regressions.items():
+        reads = m in regression.names
+        assert reads == (name.endswith("_soil") or m == "precip")
+        assert torch.equal(moved_preds[name], preds[name]) != reads, name
+
+
+def test_the_regressions_visible_inputs_are_kept_per_soil_mask_and_holdout_is_pooled():
+    """``baseline_predictions`` keeps the regressions' visible inputs for the batch's later
+    strategies (``SameMasks``) by the masks they read: another soil mask alone computes
+    them again, so the soil regressions follow it and the others do not move."""
+    from pipeline.normalize import Normalizer, VariableStats
+    from training.evaluate import HOLDOUT, baseline_predictions
+    from training.scoring import SameMasks
+
+    batch, seen, regressions, valid_idx, adjacency = _flow_case()
+    norm = Normalizer({"riverflow": VariableStats("log1p", 0.5, 0.8)})
+    days = np.arange(1, 366)
+    clim = {"riverflow": Climatology(2).fit(np.stack([days / 365, 1 - days / 365], 1), days)}
+    truth = norm.where_valid("riverflow", batch["riverflow"], batch["riverflow_valid"])
+    other = {**seen, "soil_mask": ~seen["soil_mask"]}
+
+    def run(s: dict, same: SameMasks, strategy: str = "simulate") -> dict:
+        masked = s["riverflow_mask"]
+        return baseline_predictions(
+            batch, s, strategy, "riverflow", truth, masked, masked, clim, regressions, norm,
+            valid_idx, adjacency, same,
+        )  # fmt: skip
+
+    same = SameMasks()
+    first, second = run(seen, same), run(other, same)
+    fresh = run(other, SameMasks())
+    assert all(torch.equal(second[k], fresh[k]) for k in regressions)
+    for name in regressions:
+        assert torch.equal(second[name], first[name]) == (not name.endswith("_soil")), name
+    held = run(seen, SameMasks(), HOLDOUT)
+    assert set(held) & set(regressions) == {"pooled", "pooled_soil"}
+    assert torch.equal(held["pooled_soil"], first["pooled_soil"])
+
+
+def test_the_regressions_read_their_own_inputs_on_the_days_before_the_window():
+    """With a history, each regression reads its inputs' own features of it (in
+    ``HISTORY_FEATURES``' order): changing one feature there moves exactly the regressions
+    that read that input (temperature: none)."""
+    from pipeline.history import HISTORY_FEATURES
+    from pipeline.normalize import Normalizer, VariableStats
+    from training.scoring import regression_inputs, regression_predictions
+
+    batch, seen, regressions, valid_idx, adjacency = _flow_case()
+    norm = Normalizer({"riverflow": VariableStats("log1p", 0.5, 0.8)})
+    g = torch.Generator().manual_seed(8)
+    scale = {"precip": 10.0, "soil": 0.4, "temp": 15.0, "evap": 3.0}
+    history = torch.stack(
+        [scale[f] * torch.rand(2, LAGS, generator=g) for f in HISTORY_FEATURES], dim=-1
+    )  # [B, H, F]
+    batch = {**batch, "history": history, "history_valid": torch.ones_like(history, dtype=bool)}
+    visible = regression_inputs(batch, seen, valid_idx, adjacency)
+    base = regression_predictions(batch, visible, regressions, norm, tuple(regressions))
+    for f, feature in enumerate(HISTORY_FEATURES):
+        changed = history.clone()
+        changed[..., f] = 0.5 * changed[..., f] + scale[feature]
+        preds = regression_predictions(
+            {**batch, "history": changed}, visible, regressions, norm, tuple(regressions)
+        )
+        for name, regression in regressions.items():
+            moved = not torch.equal(preds[name], base[name])
+            assert moved == (feature in regression.names), (feature, name)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """100 synthetic days, 3 catchments (one held out), 20-day windows every 10 days."""
+    from pipeline import config
+    from preprocessing.job import run_job
+    from preprocessing.plan import PreprocessConfig
+    from preprocessing.synth import generate
+
+    raw = tmp_path_factory.mktemp("raw")
+    generate(raw, start="2000-01-01", days=100, catchments=3, seed=2, progress=False)
+    out = tmp_path_factory.mktemp("data") / "dataset"
+    cfg = config.load(
+        PreprocessConfig,
+        raw / "preprocess.toml",
+        dict(out=out, window=20, stride=10, train="2000-01-01:2000-03-20",
+             val="2000-03-21:2000-04-09", test=None, samples_per_shard=4, progress=False,
+             holdout_catchments=["1"]),
+    )  # fmt: skip
+    run_job(cfg)
+    return out
+
+
+def test_fit_regressions_fits_rain_and_evaporation_and_with_soil_moisture(dataset):
+    """The four regressions, each the fit of its own inputs' catchment means on the
+    training windows: the rain and evaporation ones as if soil moisture were never read."""
+    from pipeline.history import catchment_series
+    from pipeline.manifest import Manifest
+    from pipeline.schema import STORE
+    from training.fit_baselines import fit_regressions, holdout_indices
+
+    manifest = Manifest.read(dataset)
+    fits = fit_regressions(dataset, manifest)
+    assert {name: (r.pooled, r.names) for name, r in fits.items()} == {
+        "regression": (False, RAIN_EVAP),
+        "pooled": (True, RAIN_EVAP),
+        "regression_soil": (False, WITH_SOIL),
+        "pooled_soil": (True, WITH_SOIL),
+    }
+    names = ("soil", "riverflow", "evap", "precip")  # read apart, in another order
+    series = catchment_series(str(dataset / STORE), manifest, names)  # [time, C, 4]
+    starts = [(s - manifest.period.start).days for s in manifest.window_starts("train")]
+
+    def windows(name: str) -> np.ndarray:  # [W, T, C]
+        return np.stack([series[i : i + manifest.window, :, names.index(name)] for i in starts])
+
+    table = manifest.catchment_table()
+    held = holdout_indices(manifest)
+    gauged = np.setdiff1d(np.arange(len(table.ids)), held)
+    assert held.size == 1 and np.isfinite(windows("soil")).any()
+    for fitted in fits.values():
+        direct = LagRegression(fitted.pooled, fitted.names).fit(
+            [windows(n) for n in fitted.names], windows("riverflow"), table.static, gauged
+        )
+        np.testing.assert_allclose(fitted.means, direct.means, rtol=1e-12)
+        np.testing.assert_allclose(fitted.coef, direct.coef, rtol=1e-9, atol=1e-12)
+        if not fitted.pooled:
+            assert not fitted.coef[held].any()  # no flow record, no fit
+    assert 0 < fits["regression_soil"].means[:, 2].min() < 1  # m3 m-3

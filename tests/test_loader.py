@@ -879,11 +879,14 @@ def test_samples_carry_their_catchments_weather_before_the_window(dataset, reade
     h = 25
     batches = list(loader(dataset, split="val", mode="eval", reader=reader, batch_size=4,
                           history_days=h))  # fmt: skip
-    # the expected values, computed here with xarray from the store: each valid patch's mean
-    # over its land cells, weighted by the catchment's share of the patches with data
+    # the expected values, computed here with xarray from the store: the mean over the
+    # catchment's own cells with data, each weighted by its share of the catchment's area
     store = open_store(dataset)
     valid = xr.DataArray(list(m.valid_patch_indices), dims="patch")
-    weight = xr.DataArray(m.catchment_table().weight, dims=("catchment", "patch"))
+    p = m.grid.patch_size
+    pixels = m.catchment_table().pixels
+    weight = xr.DataArray(pixels.reshape(*pixels.shape[:2], p, p),
+                          dims=("catchment", "patch", "py", "px"))  # fmt: skip
     first = m.period.start
     seen = 0
     for b in batches:
@@ -899,9 +902,10 @@ def test_samples_carry_their_catchments_weather_before_the_window(dataset, reade
                 if name == "evap":
                     want = store["evap"].isel(time=days, catchment=c).values
                 else:
-                    patch = store[name].sel(patch=valid).isel(time=days).mean(("py", "px"))
-                    w = weight.isel(catchment=c) * patch.notnull()
-                    want = ((patch * w).sum("patch") / w.sum("patch")).values
+                    cells = store[name].sel(patch=valid).isel(time=days)
+                    w = weight.isel(catchment=c) * cells.notnull()
+                    area = ("patch", "py", "px")
+                    want = ((cells * w).sum(area) / w.sum(area)).values
                 assert b["history_valid"][i, :, f].all()
                 np.testing.assert_allclose(b["history"][i, :, f].numpy(), want, rtol=1e-5)
             # the gauge's riverflow on those days travels apart, a target only

@@ -166,7 +166,11 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
         for name in MODALITIES:
             methods = {"model", "mix", "climatology", "interpolation"}
             methods |= {"neighbours"} if name in IMAGE_MODALITIES else set()
-            methods |= {"regression", "pooled"} if name == "riverflow" else set()
+            methods |= (
+                {"regression", "pooled", "regression_soil", "pooled_soil"}
+                if name == "riverflow"
+                else set()
+            )
             assert set(entry[name]) - {"units"} == (methods if name in scored else set())
             if name not in scored:
                 continue

@@ -1,12 +1,13 @@
 """What the visible image patches say about a sample's catchment, day by day.
 
-Both weigh each patch by the sample's ``catchment_weight`` ``[B, N]`` (the share of the
-catchment it covers) and use visible positions only: :func:`catchment_weather` the visible
-values (the encoder's series tokens, the decoder's hints and the catchment memory read it),
-:func:`catchment_tokens` the encoder's embeddings of the visible patches (the catchment's
-rain onto the series' tokens). :func:`attribute_features` turns its static attributes into
-the features the static token and the memory read; :func:`history_values` reads the
-weather of the days before the window and :func:`history_bins` summarises it.
+Both use visible positions only: :func:`catchment_weather` weighs each visible pixel by
+the sample's ``catchment_pixels`` ``[B, N, P]`` (its share of the catchment's area; the
+encoder's series tokens, the decoder's hints and the catchment memory read it),
+:func:`catchment_tokens` each visible patch's embedding by ``catchment_weight`` ``[B, N]``
+(the catchment's rain onto the series' tokens). :func:`attribute_features` turns its
+static attributes into the features the static token and the memory read;
+:func:`history_values` reads the weather of the days before the window and
+:func:`history_bins` summarises it.
 
 Shapes: B batch, T days, N valid patches, P = p*p pixels, k a group's modalities, S a
 group's encoded tokens, D the encoder's width.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pipeline.catchment import catchment_means
 from pipeline.history import HISTORY_FEATURES
 from pipeline.normalize import Normalizer
 
@@ -39,26 +41,23 @@ def catchment_weather(
     image_parts: list[tuple[tuple[str, ...], Parts]], batch: dict, days: int, pixels: int
 ) -> Tensor:
     """Each day's catchment weather as the visible values say it: ``[B, T, 2 * k]`` for the
-    ``k`` image modalities, per modality the ``catchment_weight``-weighted mean of the
-    visible, valid pixels (normalised units; patches with none left out) and the share of
-    the catchment's weight those patches cover (0 on a day none is visible). Zeros without
-    ``catchment_weight``. ``image_parts``: each image group's modalities and (values,
+    ``k`` image modalities, per modality the mean of the catchment's visible, valid pixels,
+    each weighted by its share of the catchment's area (``catchment_pixels``,
+    ``pipeline.catchment.catchment_means``; normalised units) and the share of the
+    catchment's area they cover (0 on a day none is visible). Zeros without
+    ``catchment_pixels``. ``image_parts``: each image group's modalities and (values,
     validity ``[B, T*N, k*P]``, mask ``[B, T*N]``)."""
     features = []
     for mods, (x, v, mask) in image_parts:
         b, length, _ = x.shape
-        n = length // days
-        xs = x.view(b, days, n, len(mods), pixels)
-        seen = (v.view(xs.shape) > 0) & ~mask.view(b, days, n, 1, 1)  # [B, T, N, k, P]
-        count = seen.sum(-1)  # [B, T, N, k]
-        patch = (xs * seen).sum(-1) / count.clamp_min(1)  # [B, T, N, k]
-        if "catchment_weight" not in batch:
+        if "catchment_pixels" not in batch:
             features.append(x.new_zeros(b, days, 2 * len(mods)))
             continue
-        w = batch["catchment_weight"].float()[:, None, :, None]  # [B, 1, N, 1]
-        covered = w * (count > 0)  # [B, T, N, k]
-        mean = (covered * patch).sum(2) / covered.sum(2).clamp_min(1e-6)  # [B, T, k]
-        share = covered.sum(2) / w.sum(2).clamp_min(1e-6)  # [B, T, k]
+        xs = x.view(b, days, n := length // days, len(mods), pixels).transpose(2, 3)
+        seen = (v.view(b, days, n, len(mods), pixels) > 0) & ~mask.view(b, days, n, 1, 1)
+        w = batch["catchment_pixels"].float()  # [B, N, P]
+        mean, covered = catchment_means(xs, seen.transpose(2, 3), w)  # [B, T, k] each
+        share = covered / w.sum((1, 2)).clamp_min(1e-6)[:, None, None]  # [B, T, k]
         features.append(torch.stack([mean, share], dim=-1).flatten(2))  # [B, T, 2k]
     return torch.cat(features, dim=-1)
 

@@ -12,10 +12,14 @@ For every modality: RMSE and MAE of the masked, valid values in normalised and p
 units, for the model, its hints' mix (the network's correction silenced), its catchment
 memory's own riverflow (with the memory's flow head: the LSTM alone), and the
 baselines on exactly the same masks: climatology, interpolation in time, the visible
-neighbouring patches (images) and, for riverflow, the lag regressions on the catchment's
-visible rain and evaporation (per catchment, and pooled across catchments with their
-static attributes: the baseline for held-out catchments). Riverflow also gets NSE and KGE
-per catchment, median and IQR. Padding samples (``weight`` 0) are never scored.
+neighbouring patches (images) and, for riverflow, the lag regressions (``training.
+regression``) on the catchment means of its visible rain and evaporation (``regression``,
+``pooled``) and of its visible rain, evaporation and soil moisture (``regression_soil``,
+``pooled_soil``: the strongest simple baseline where soil moisture is seen, as under
+``simulate``), each per catchment and pooled across catchments with their static
+attributes (the ``pooled`` ones: the baselines for held-out catchments, the only
+regressions ``holdout`` scores). Riverflow also gets NSE and KGE per catchment, median
+and IQR. Padding samples (``weight`` 0) are never scored.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
 from training.plots import draw_examples, plot_holdout
 from training.scoring import (
+    REGRESSION_MASKS,
     Positions,
     SameMasks,
     Scores,
@@ -66,6 +71,8 @@ METHODS = (
     "neighbours",
     "regression",
     "pooled",
+    "regression_soil",
+    "pooled_soil",
 )
 HOLDOUT = "holdout"  # simulate, on the held-out catchments
 MASKS = {**{s: s for s in EVALUATION}, HOLDOUT: "simulate"}  # a strategy's masks
@@ -233,8 +240,8 @@ def score_batch(
             if result.prediction is not None:
                 phys[(m, method)] = result.prediction
         inputs = (m, strategy == HOLDOUT, rows, seen[f"{m}_mask"], seen[f"{m}_valid"])
-        if m == "riverflow":  # the regressions read the visible rain and evaporation
-            inputs += tuple(seen[k] for k in ("precip_mask", "evap_mask", "evap_valid"))
+        if m == "riverflow":  # the regressions read the visible rain, evaporation and soil
+            inputs += tuple(seen[k] for k in REGRESSION_MASKS)
         baselines = same.get(
             inputs,
             lambda m=m, masked=masked, hidden=hidden, where=where: {
@@ -276,9 +283,10 @@ def baseline_predictions(
     else:  # what the encoder could see
         out["interpolation"] = interpolate_time(truth, valid & ~hidden)
     if m == "riverflow":
-        which = ("pooled",) if strategy == HOLDOUT else ("regression", "pooled")
+        # held-out catchments have no flow record: the pooled regressions only
+        which = tuple(k for k, r in regressions.items() if r.pooled or strategy != HOLDOUT)
         visible = same.get(
-            tuple(seen[k] for k in ("precip_mask", "evap_mask", "evap_valid")),
+            ("regression inputs", *(seen[k] for k in REGRESSION_MASKS)),
             lambda: regression_inputs(batch, seen, valid_idx, adjacency),
         )
         out |= regression_predictions(batch, visible, regressions, norm, which)
@@ -296,22 +304,23 @@ def season(clim: Climatology, doy: np.ndarray, batch: dict, shape, image: bool) 
 
 def table(result: dict[str, Any]) -> str:
     """The printed summary: masked RMSE (physical units) and riverflow NSE / KGE."""
+    w = max(14, 2 + max(map(len, METHODS)))  # a column per method, wide enough for its name
     lines = [f"masked RMSE in physical units, {result['split']} split:"]
     for strategy, entry in result["strategies"].items():
         lines.append(f"  masks: {strategy}")
-        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>14}" for m in METHODS))
+        lines.append(f"    {'modality':<10}{'units':<9}" + "".join(f"{m:>{w}}" for m in METHODS))
         for m in MODALITIES:
             cells = "".join(
-                f"{entry[m][method]['physical']['rmse']:>14.4f}"
+                f"{entry[m][method]['physical']['rmse']:>{w}.4f}"
                 if method in entry[m]
-                else f"{'-':>14}"
+                else f"{'-':>{w}}"
                 for method in METHODS
             )
             lines.append(f"    {m:<10}{entry[m]['units']:<9}{cells}")
         for method, flow in entry["riverflow_catchments"].items():
             if "nse_median" in flow:
                 lines.append(
-                    f"    riverflow {method:<13} NSE median {flow['nse_median']:.3f} (IQR "
+                    f"    riverflow {method:<{w - 1}} NSE median {flow['nse_median']:.3f} (IQR "
                     f"{flow['nse_q25']:.3f}..{flow['nse_q75']:.3f}), KGE median "
                     f"{flow.get('kge_median', float('nan')):.3f}, {flow['nse_catchments']} "
                     "catchments"

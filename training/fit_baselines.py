@@ -3,7 +3,8 @@
 - :func:`fit_climatology`: per valid pixel and per catchment, in normalised units
   (``training.baselines.Climatology``);
 - :func:`fit_regressions`: the rainfall-runoff regressions (``training.regression``), per
-  catchment and pooled, on the training windows, from the catchment means of the full
+  catchment and pooled, on rain and evaporation and on rain, evaporation and soil moisture
+  (:data:`REGRESSIONS`), on the training windows, from the catchment means of the full
   (unmasked) images, the evaporation and the flow, in physical units.
 
 Held-out catchments' flow is never used: they have no per-catchment regression, the pooled
@@ -25,7 +26,15 @@ from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES, STORE
 from pipeline.store import open_store
 from training.baselines import Climatology
-from training.regression import LAGS, LagRegression
+from training.regression import LAGS, RAIN_EVAP, WITH_SOIL, LagRegression
+
+# the regressions evaluation scores riverflow against: name -> (pooled, the inputs)
+REGRESSIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "regression": (False, RAIN_EVAP),
+    "pooled": (True, RAIN_EVAP),
+    "regression_soil": (False, WITH_SOIL),
+    "pooled_soil": (True, WITH_SOIL),
+}
 
 
 def training_rows(store, manifest: Manifest) -> np.ndarray:
@@ -109,27 +118,30 @@ def holdout_indices(manifest: Manifest) -> np.ndarray:
 def fit_regressions(
     data: Path, manifest: Manifest, history_days: int = 0
 ) -> dict[str, LagRegression]:
-    """``{"regression": per catchment, "pooled": across catchments}`` fitted on the training
-    windows (the manifest's) of the gauged catchments, from the catchments' rain and
-    evaporation series (``pipeline.history.catchment_series``, the store read once). Lags
-    before a window read the ``history_days`` days before it (at most ``LAGS``; the
-    training mean before the store's first day and beyond), as the evaluation's samples
-    with that history do."""
+    """The lag regressions of :data:`REGRESSIONS` by name, fitted on the training windows
+    (the manifest's) of the gauged catchments, from the catchments' rain, evaporation and
+    soil moisture series (``pipeline.history.catchment_series``, the store read once for
+    all of them). Lags before a window read the ``history_days`` days before it (at most
+    ``LAGS``; the training mean before the store's first day and beyond), as the
+    evaluation's samples with that history do."""
     table = manifest.catchment_table()
     lead, days = min(LAGS, history_days), manifest.window
-    names = ("precip", "evap", "riverflow")
-    series = catchment_series(str(Path(data) / STORE), manifest, names)  # [time, C, 3]
-    # lead + T days a window, the three series as features
-    span = CatchmentHistory(manifest.period.start, lead + days, series, series[..., 2])
+    names = tuple(dict.fromkeys(n for _, inputs in REGRESSIONS.values() for n in inputs))
+    location = str(Path(data) / STORE)
+    series = catchment_series(location, manifest, (*names, "riverflow"))  # [time, C, n + 1]
+    # lead + T days a window, the series as features
+    span = CatchmentHistory(manifest.period.start, lead + days, series, series[..., -1])
     starts = manifest.window_starts("train")
     if not starts:
         raise ValueError(f"{data}: the training split has no window to fit the regressions on")
-    x = np.stack([span.before(s + dt.timedelta(days=days)) for s in starts])  # [W, lead+T, C, 3]
-    rain, pet, flow = x[..., 0], x[..., 1], x[:, lead:, :, 2]
-    arrays = (rain[:, lead:], pet[:, lead:], flow)  # [W, T, C] each
-    before = (rain[:, :lead], pet[:, :lead]) if lead else None  # [W, lead, C] each
+    x = np.stack([span.before(s + dt.timedelta(days=days)) for s in starts])  # [W, lead+T, C, n+1]
+    flow = x[:, lead:, :, -1]  # [W, T, C]
+    window = {n: x[:, lead:, :, i] for i, n in enumerate(names)}  # [W, T, C] each
+    prior = {n: x[:, :lead, :, i] for i, n in enumerate(names)}  # [W, lead, C] each
     gauged = np.setdiff1d(np.arange(len(table.ids)), holdout_indices(manifest))
-    return {
-        "regression": LagRegression(pooled=False).fit(*arrays, table.static, gauged, before),
-        "pooled": LagRegression(pooled=True).fit(*arrays, table.static, gauged, before),
-    }
+    fits = {}
+    for name, (pooled, inputs) in REGRESSIONS.items():
+        before = [prior[n] for n in inputs] if lead else None
+        model = LagRegression(pooled, inputs)
+        fits[name] = model.fit([window[n] for n in inputs], flow, table.static, gauged, before)
+    return fits

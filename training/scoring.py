@@ -4,10 +4,11 @@ For one batch under one strategy, :func:`predictions` gives each modality's pred
 ``[B, T, N, P]`` for images and ``[B, T]`` for the series, in normalised units, of the
 model, its hints' mix (the network's correction silenced), climatology, interpolation in
 time, the neighbouring patches (images) and the rainfall-runoff regressions (riverflow,
-physical units converted). :func:`score` sums their errors on the scored positions, in
-normalised and physical units, and keeps riverflow per catchment for NSE and KGE;
-:class:`Scores` gathers them per strategy; :class:`SameMasks` keeps what a strategy that
-leaves a modality's masks as they were would only compute again.
+from the visible catchment rain and evaporation, mm/day, and soil moisture, m3 m-3:
+:func:`regression_inputs`; physical units converted). :func:`score` sums their errors on
+the scored positions, in normalised and physical units, and keeps riverflow per catchment
+for NSE and KGE; :class:`Scores` gathers them per strategy; :class:`SameMasks` keeps what
+a strategy that leaves a modality's masks as they were would only compute again.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pipeline.catchment import catchment_means
 from pipeline.history import HISTORY_FEATURES
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES
 from training.baselines import image_fills, interpolate_time
 from training.loss import modality_slices
 from training.metrics import ErrorSums, FlowRecords
-from training.regression import LagRegression, catchment_mean
+from training.regression import LagRegression
 
 UNITS = ("normalised", "physical")
+IMAGE_REGRESSORS = ("precip", "soil")  # the images whose catchment means regressions read
+# what the regressions' visible inputs depend on besides the batch (a cache key)
+REGRESSION_MASKS = ("precip_mask", "soil_mask", "evap_mask", "evap_valid")
 
 
 def hidden_of(seen: dict, m: str, valid_idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -39,39 +44,48 @@ def hidden_of(seen: dict, m: str, valid_idx: Tensor) -> tuple[Tensor, Tensor]:
     return seen[f"{m}_mask"], seen[f"{m}_mask"]
 
 
-def regression_inputs(batch: dict, seen: dict, valid_idx: Tensor, adjacency: Tensor):
-    """The catchment's rain and evaporation ``[B, T]`` (mm/day) as a strategy leaves them
-    visible: rain from the visible patches, masked ones filled by their visible neighbours
-    (the neighbours baseline in physical units); evaporation interpolated between its
-    visible days."""
-    masked, _ = hidden_of(seen, "precip", valid_idx)
-    valid = batch["precip_valid"]
-    _, field = image_fills(batch["precip"], valid, masked, adjacency)
-    rain = catchment_mean(field, valid, batch["catchment_weight"].float())
-    evap_known = seen["evap_valid"] & ~seen["evap_mask"]
-    pet = interpolate_time(batch["evap"], evap_known)
-    return rain, pet
+def regression_inputs(
+    batch: dict, seen: dict, valid_idx: Tensor, adjacency: Tensor
+) -> dict[str, Tensor]:
+    """The catchment series the regressions read, ``[B, T]`` each, as a strategy leaves
+    them visible: ``precip`` (mm/day) and ``soil`` (m3 m-3), each the catchment mean
+    (``pipeline.catchment.catchment_means``, over the catchment's own pixels) of its visible
+    patches with the masked ones filled by their visible neighbours (the neighbours
+    baseline in physical units); ``evap`` (mm/day) interpolated between its visible days."""
+    pixels = batch["catchment_pixels"].float()  # [B, N, P]
+    out = {}
+    for m in IMAGE_REGRESSORS:
+        masked, _ = hidden_of(seen, m, valid_idx)
+        valid = batch[f"{m}_valid"]
+        _, field = image_fills(batch[m], valid, masked, adjacency)
+        out[m] = catchment_means(field, valid, pixels)[0]
+    out["evap"] = interpolate_time(batch["evap"], seen["evap_valid"] & ~seen["evap_mask"])
+    return out
 
 
 def regression_predictions(
     batch: dict,
-    visible: tuple[Tensor, Tensor],
+    visible: dict[str, Tensor],
     regressions: dict[str, LagRegression],
     norm: Normalizer,
     methods: tuple[str, ...],
 ) -> dict[str, Tensor]:
     """Riverflow ``[B, T]`` of each regression in ``methods``, in normalised units, from the
-    visible rain and evaporation ``[B, T]`` each (:func:`regression_inputs`) and, when the
-    batch carries a history, the days before the window."""
-    rain, pet = visible
+    visible catchment series ``[B, T]`` each (:func:`regression_inputs`) it reads
+    (``LagRegression.names``) and, when the batch carries a history, the same series on
+    the days before the window (``history``'s features, ``[B, H]`` each)."""
     static = torch.where(batch["static_valid"], batch["static"], float("nan"))
-    before = None
-    if "history" in batch:  # the days before the window: [B, H] each (the last LAGS read)
-        h = torch.where(batch["history_valid"], batch["history"], float("nan"))
-        before = tuple(h[..., HISTORY_FEATURES.index(n)] for n in ("precip", "evap"))
+    history = None
+    if "history" in batch:  # the days before the window: [B, H, F] (the last LAGS read)
+        history = torch.where(batch["history_valid"], batch["history"], float("nan"))
     out = {}
     for name in methods:
-        flow = regressions[name].predict(rain, pet, batch["catchment_index"], static, before)
+        model = regressions[name]
+        inputs = [visible[n] for n in model.names]
+        before = None
+        if history is not None:
+            before = [history[..., HISTORY_FEATURES.index(n)] for n in model.names]
+        flow = model.predict(inputs, batch["catchment_index"], static, before)
         out[name] = norm.normalize("riverflow", flow)
     return out
 
