@@ -50,6 +50,9 @@ def batch_for(mask_mode: str, batch: int) -> tuple[dict, Geometry]:
     for i, s in enumerate(samples):
         s["static"] = np.array([100.0 + i, 250.0, 3.0], dtype=np.float32)
         s["catchment_weight"] = np.full(collate.num_valid, 1 / collate.num_valid, np.float32)
+        share = 1 / (collate.num_valid * collate.grid.patch_pixels)  # every land pixel alike
+        s["catchment_pixels"] = np.full((collate.num_valid, collate.grid.patch_pixels), share,
+                                        np.float32)  # fmt: skip
         s["doy"] = np.arange(1, collate.seq_len + 1, dtype=np.int16)
     g = collate.grid
     geometry = Geometry(

@@ -141,7 +141,8 @@ class Manifest:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ManifestError(
-                f"{where}: format_version {version!r}, this hydromae reads {FORMAT_VERSION}"
+                f"{where}: format_version {version!r}, this hydromae reads {FORMAT_VERSION}: "
+                "run hydromae preprocess again to write the dataset in this format"
             )
         manifest = _build(cls, data, where, "")
         unknown = set(manifest.splits) - set(SPLITS)

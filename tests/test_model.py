@@ -41,6 +41,9 @@ def make_batch(path, mask_mode="unified", seed=0, nan_frac=0.0, n=4) -> tuple[di
     rng = np.random.default_rng(seed)
     samples = []
     days = np.arange(T)
+    # the catchment covers every pixel of every valid patch alike
+    pixels = np.full((collate.num_valid, collate.grid.patch_pixels),
+                     1 / (collate.num_valid * collate.grid.patch_pixels), np.float32)  # fmt: skip
     for i in range(n):
         wave = np.sin(2 * np.pi * (days + 3 * i) / T)[:, None, None]
         s = {
@@ -51,6 +54,7 @@ def make_batch(path, mask_mode="unified", seed=0, nan_frac=0.0, n=4) -> tuple[di
             "riverflow": 1.0 + 0.5 * np.roll(wave[:, 0, 0], 2),
             "static": np.array([100.0 + i, 250.0], dtype=np.float32),
             "catchment_weight": np.full(collate.num_valid, 1 / collate.num_valid, np.float32),
+            "catchment_pixels": pixels,
             "doy": (days + 1).astype(np.int16),
             "sample_key": f"s{i}",
         }

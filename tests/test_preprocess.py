@@ -25,6 +25,7 @@ from pipeline import config
 from pipeline.catchment import expand
 from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.grid import PatchGrid, patchify
+from pipeline.history import HISTORY_FEATURES, CatchmentHistory
 from pipeline.manifest import Manifest
 from pipeline.normalize import Normalizer
 from pipeline.npy import decode_npy
@@ -274,6 +275,28 @@ def test_catchment_weights_from_polygons_and_discs(raw, dataset, tmp_path):
         assert sum(poly.values()) == pytest.approx(1.0, abs=1e-5)
         assert sum(circle.values()) <= 1.0 + 1e-5
         assert set(poly) & set(circle)  # the disc overlaps the catchment's patches
+
+
+def test_a_catchments_rain_is_the_mean_over_its_own_cells_as_in_its_camels_gb_file(raw, dataset):
+    """The pixel weights sum to the patch weights, and the catchment rainfall hydromae reads
+    (``pipeline.history``: the mean over the catchment's own cells) is the CAMELS-GB file's
+    precipitation, the mean over the same cells, to the file's two decimals. The mean of
+    whole 50 km patches would not be."""
+    m = Manifest.read(dataset)
+    table = m.catchment_table()
+    np.testing.assert_allclose(table.pixels.sum(-1), table.weight, atol=1e-5)
+    rain = CatchmentHistory.read(str(dataset / STORE), m, 1).series[..., 0]  # [time, C]
+    assert HISTORY_FEATURES[0] == "precip"
+    whole = np.isclose(table.weight.sum(-1), 1.0, atol=1e-4)  # every cell on a valid patch
+    # synth outlines a catchment under one cell as a disc, which straddles cells its record
+    # does not average; the others' outlines are their cells
+    cells = (table.pixels > 0).sum((1, 2))
+    compared = np.flatnonzero(whole & (cells > 2))
+    assert compared.size
+    for c in compared:
+        (path,) = (raw / "data" / "timeseries").glob(f"*_{m.catchments.ids[c]}_*.csv")
+        camels = pd.read_csv(path)["precipitation"].to_numpy()
+        np.testing.assert_allclose(rain[: len(camels), c], camels, atol=0.0051)
 
 
 # ----------------------------------------------------------------- resumable, distributed

@@ -1,4 +1,4 @@
-"""Optimizer groups, the learning-rate schedule and checkpoints."""
+"""Optimizer groups, the learning-rate schedule, checkpoints and the catchment's weather."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import itertools
 import pytest
 import torch
 
+from pipeline.catchment import every_catchment_means
 from training import checkpoint
+from training.catchment import catchment_weather
 from training.optim import adamw, warmup_cosine
 
 
@@ -47,3 +49,32 @@ def test_checkpoints_are_atomic_and_refuse_another_dataset(tmp_path):
     a = torch.rand(3)
     checkpoint.set_random_states(states)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_the_catchments_weather_weighs_each_visible_valid_pixel_by_its_share():
+    """The series' and the memory's catchment weather: the mean over the catchment's own
+    pixels, not over its patches; masked patches and invalid pixels left out, and the share
+    of the catchment they leave seen."""
+    x = torch.arange(16.0).view(1, 2 * 2, 4)  # [B, T*N, P]: 2 days, 2 patches, 4 pixels
+    v = torch.ones_like(x)
+    v[0, 1, 3] = 0  # day 0, patch 1, pixel 3 missing
+    mask = torch.tensor([[False, False, True, False]])  # day 1: patch 0 masked
+    pixels = torch.zeros(1, 2, 4)
+    pixels[0, 0, 0], pixels[0, 1, 2], pixels[0, 1, 3] = 0.5, 0.25, 0.25  # the catchment's cells
+    got = catchment_weather([(("precip",), (x, v, mask))], {"catchment_pixels": pixels}, 2, 4)
+    day0 = (0.5 * 0 + 0.25 * 6) / 0.75  # x[day 0, patch 0, pixel 0] and [patch 1, pixel 2]
+    day1 = (0.25 * 14 + 0.25 * 15) / 0.5  # patch 1's pixels 2 and 3 on day 1
+    torch.testing.assert_close(got, torch.tensor([[[day0, 0.75], [day1, 0.5]]]))
+    # rain on pixels of its patches that are not the catchment's changes nothing
+    outside = x.clone()
+    outside[0, :, 1] += 100.0
+    again = catchment_weather(
+        [(("precip",), (outside, v, mask))], {"catchment_pixels": pixels}, 2, 4
+    )
+    torch.testing.assert_close(again, got)
+    # every catchment at once (pipeline.history) gives the same means
+    means, covered = every_catchment_means(
+        x.view(2, 2, 4), (v > 0).view(2, 2, 4) & ~mask.view(2, 2, 1), pixels
+    )
+    torch.testing.assert_close(means[:, 0], torch.tensor([day0, day1]))
+    torch.testing.assert_close(covered[:, 0], torch.tensor([0.75, 0.5]))
