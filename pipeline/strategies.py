@@ -12,6 +12,12 @@ each a strategy here, applied to a batch's ``*_mask`` (and ``*_valid``) tensors 
 - ``simulate`` (also the training strategy ``withhold``): every image patch and every day of
   evaporation visible, riverflow masked on every day: a rainfall-runoff model's setting,
   scored on every valid day.
+- ``forcing``: ``simulate`` with soil moisture withheld too (never valid, as riverflow is
+  under ``riverflow``: with unified masks a patch's token carries all three images, so
+  soil cannot be masked apart from rain): flow from the meteorological forcing alone
+  (rain, temperature, evaporation), what a rainfall-runoff model such as
+  neuralhydrology's CudaLSTM reads. Soil moisture is a state of the land; where it is seen
+  it tells a model much of the flow. Riverflow is scored on every valid day.
 - ``ungauged`` (training): the images and evaporation keep the specification's masks,
   riverflow is masked on every day and trained on every valid one: ``riverflow``'s
   question (flow from the weather as scattered visible patches estimate it), with a target.
@@ -32,7 +38,7 @@ import torch
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
 
 TRAINING = ("seed", "block", "withhold", "ungauged")  # what a training mix may hold
-EVALUATION = ("seed", "block", "riverflow", "simulate")  # what hydromae evaluate scores
+EVALUATION = ("seed", "block", "riverflow", "simulate", "forcing")  # what evaluate scores
 
 
 def check_mix(mix: Mapping[str, float], where: str = "strategies") -> dict[str, float]:
@@ -66,7 +72,8 @@ def block(days: int, hidden: int, offset: float) -> torch.Tensor:
 
 
 def apply(batch: dict, strategies: Sequence[str], offsets: Sequence[float] | None = None) -> dict:
-    """A copy of ``batch`` whose masks (and riverflow validity, for ``riverflow``) follow
+    """A copy of ``batch`` whose masks (and riverflow's validity for ``riverflow``, soil
+    moisture's for ``forcing``) follow
     each sample's strategy. ``offsets`` place the ``block`` strategy's block (one number in
     [0, 1) a sample; default 0.5). Tensors not changed are shared with ``batch``."""
     out = dict(batch)
@@ -74,6 +81,7 @@ def apply(batch: dict, strategies: Sequence[str], offsets: Sequence[float] | Non
     offsets = [0.5] * b if offsets is None else list(offsets)
     masks = {f"{m}_mask": batch[f"{m}_mask"].clone() for m in IMAGE_MODALITIES + VECTOR_MODALITIES}
     withheld = torch.zeros(b, dtype=torch.bool)
+    forced = torch.zeros(b, dtype=torch.bool)
     for i, name in enumerate(strategies):
         if name == "seed":
             continue
@@ -86,14 +94,17 @@ def apply(batch: dict, strategies: Sequence[str], offsets: Sequence[float] | Non
             withheld[i] = True
         elif name == "ungauged":
             masks["riverflow_mask"][i] = True
-        elif name in ("simulate", "withhold"):
+        elif name in ("simulate", "withhold", "forcing"):
             for m in IMAGE_MODALITIES:
                 masks[f"{m}_mask"][i] = False
             masks["evap_mask"][i] = False
             masks["riverflow_mask"][i] = True
+            forced[i] = name == "forcing"
         else:
             raise ValueError(f"unknown strategy {name!r}; known: {', '.join(EVALUATION)}")
     out.update(masks)
     if withheld.any():
         out["riverflow_valid"] = batch["riverflow_valid"] & ~withheld[:, None]
+    if forced.any():  # [B, T, N, P]
+        out["soil_valid"] = batch["soil_valid"] & ~forced.view(-1, 1, 1, 1)
     return out

@@ -342,6 +342,29 @@ def test_simulate_shows_the_model_no_riverflow_value(small_mask_path, decoder, m
     assert not out["evap"]["mask"].any()
 
 
+@pytest.mark.parametrize("memory", [False, True])
+def test_forcing_shows_the_model_no_soil_moisture_and_no_riverflow(small_mask_path, memory):
+    """``forcing``: rain, temperature and evaporation seen on every day; soil moisture and
+    riverflow never (change every value of both: predictions unchanged)."""
+    batch, geometry = make_batch(small_mask_path)
+    forced = strategies.apply(batch, ["forcing"] * 4)
+    assert not forced["soil_valid"].any() and forced["riverflow_mask"].all()
+    assert not (forced["precip_mask"].any() or forced["temp_mask"].any())
+    assert not forced["evap_mask"].any()
+    model = model_for(geometry, "cross", memory=memory).eval()
+    changed = dict(forced)
+    changed["riverflow"] = torch.rand_like(forced["riverflow"]) * 100
+    changed["soil"] = torch.rand_like(forced["soil"])
+    with torch.no_grad():
+        out, again = model(forced), model(changed)
+    for name in out:
+        assert torch.equal(out[name]["pred"], again[name]["pred"]), name
+    with torch.no_grad():  # under simulate soil moisture is seen, and it matters
+        seen = model(strategies.apply({**batch, "soil": changed["soil"]}, ["simulate"] * 4))
+        before = model(strategies.apply(batch, ["simulate"] * 4))
+    assert not torch.equal(seen["riverflow"]["pred"], before["riverflow"]["pred"])
+
+
 def test_the_encoder_takes_the_catchments_patches_first_within_its_budget(small_mask_path):
     batch, geometry = make_batch(small_mask_path)
     weight = torch.zeros_like(batch["catchment_weight"])

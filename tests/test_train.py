@@ -160,17 +160,15 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     printed = capsys.readouterr().out
     assert "masked RMSE in physical units" in printed and "masks: riverflow" in printed
     result = json.loads(out.read_text())
-    assert set(result["strategies"]) == {"seed", "block", "riverflow", "simulate"}
+    assert set(result["strategies"]) == {"seed", "block", "riverflow", "simulate", "forcing"}
     for strategy, entry in result["strategies"].items():
-        scored = ("riverflow",) if strategy == "simulate" else MODALITIES
+        scored = ("riverflow",) if strategy in ("simulate", "forcing") else MODALITIES
         for name in MODALITIES:
             methods = {"model", "mix", "climatology", "interpolation"}
             methods |= {"neighbours"} if name in IMAGE_MODALITIES else set()
-            methods |= (
-                {"regression", "pooled", "regression_soil", "pooled_soil"}
-                if name == "riverflow"
-                else set()
-            )
+            if name == "riverflow":  # no soil moisture seen under forcing: nor regressed on
+                methods |= {"regression", "pooled"}
+                methods |= {"regression_soil", "pooled_soil"} if strategy != "forcing" else set()
             assert set(entry[name]) - {"units"} == (methods if name in scored else set())
             if name not in scored:
                 continue

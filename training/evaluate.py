@@ -3,10 +3,11 @@
 The loader gives the split's windows with the collate's ``eval`` masks (keyed by sample,
 identical in every evaluation); each strategy of ``pipeline.strategies`` turns them into
 the batch the model sees: the specification's masks (``seed``), a ``block`` of days,
-``riverflow`` withheld, and ``simulate`` (images and evaporation seen, riverflow on every
-day predicted: a rainfall-runoff model's setting). ``holdout`` is ``simulate`` on the
-catchments the dataset held out of training (prediction in ungauged basins); the other
-strategies score the other catchments.
+``riverflow`` withheld, ``simulate`` (images and evaporation seen, riverflow on every
+day predicted: a rainfall-runoff model's setting) and ``forcing`` (``simulate`` with soil
+moisture hidden too: flow from rain, temperature and evaporation alone). ``holdout`` is
+``simulate`` on the catchments the dataset held out of training (prediction in ungauged
+basins); the other strategies score the other catchments.
 
 For every modality: RMSE and MAE of the masked, valid values in normalised and physical
 units, for the model, its hints' mix (the network's correction silenced), its catchment
@@ -283,8 +284,14 @@ def baseline_predictions(
     else:  # what the encoder could see
         out["interpolation"] = interpolate_time(truth, valid & ~hidden)
     if m == "riverflow":
-        # held-out catchments have no flow record: the pooled regressions only
-        which = tuple(k for k, r in regressions.items() if r.pooled or strategy != HOLDOUT)
+        # held-out catchments have no flow record: the pooled regressions only; under
+        # forcing no soil moisture is seen: the regressions on rain and evaporation only
+        which = tuple(
+            k
+            for k, r in regressions.items()
+            if (r.pooled or strategy != HOLDOUT)
+            and (strategy != "forcing" or "soil" not in r.names)
+        )
         visible = same.get(
             ("regression inputs", *(seen[k] for k in REGRESSION_MASKS)),
             lambda: regression_inputs(batch, seen, valid_idx, adjacency),

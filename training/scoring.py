@@ -32,7 +32,7 @@ from training.regression import LagRegression
 UNITS = ("normalised", "physical")
 IMAGE_REGRESSORS = ("precip", "soil")  # the images whose catchment means regressions read
 # what the regressions' visible inputs depend on besides the batch (a cache key)
-REGRESSION_MASKS = ("precip_mask", "soil_mask", "evap_mask", "evap_valid")
+REGRESSION_MASKS = ("precip_mask", "soil_mask", "soil_valid", "evap_mask", "evap_valid")
 
 
 def hidden_of(seen: dict, m: str, valid_idx: Tensor) -> tuple[Tensor, Tensor]:
