@@ -16,16 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-MODALITIES = ("precip", "soil", "temp", "evap", "riverflow")
-BASELINES = (
-    "climatology",
-    "interpolation",
-    "neighbours",
-    "regression",
-    "pooled",
-    "regression_soil",
-    "pooled_soil",
-)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.schema import MODALITIES  # noqa: E402
+from training.evaluate import METHODS  # noqa: E402
+
+# every method hydromae evaluate scores that is not the run's own
+BASELINES = tuple(m for m in METHODS if m not in ("model", "mix", "memory"))
 NAMES = {
     "climatology": "climatology",
     "interpolation": "interpolation in time",

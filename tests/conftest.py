@@ -1,4 +1,5 @@
-"""Shared fixtures: a small grid with a hand-made coast, and HadUK-Grid-style NetCDF files."""
+"""Shared fixtures: a small grid with a hand-made coast, HadUK-Grid-style NetCDF files, and a
+small synthetic dataset."""
 
 from __future__ import annotations
 
@@ -9,6 +10,29 @@ import numpy as np
 import pytest
 
 SMALL_H, SMALL_W, SMALL_P = 40, 30, 10  # 4 x 3 = 12 patches
+
+
+def synth_dataset(tmp_path_factory, **settings) -> Path:
+    """100 synthetic days of 3 catchments (``hydromae synth``, seed 2) preprocessed into
+    20-day windows every 10 days, train and val splits; ``settings`` override the
+    preprocessing's (``holdout_catchments=[...]``)."""
+    from pipeline import config
+    from preprocessing.job import run_job
+    from preprocessing.plan import PreprocessConfig
+    from preprocessing.synth import generate
+
+    raw = tmp_path_factory.mktemp("raw")
+    generate(raw, start="2000-01-01", days=100, catchments=3, seed=2, progress=False)
+    out = tmp_path_factory.mktemp("data") / "dataset"
+    cfg = config.load(
+        PreprocessConfig,
+        raw / "preprocess.toml",
+        dict(out=out, window=20, stride=10, train="2000-01-01:2000-03-20",
+             val="2000-03-21:2000-04-09", test=None, samples_per_shard=4, progress=False,
+             **settings),
+    )  # fmt: skip
+    run_job(cfg)
+    return out
 
 
 def small_land_mask() -> np.ndarray:

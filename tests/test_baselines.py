@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synth_dataset
 
 from training.baselines import (
     Climatology,
@@ -422,23 +423,7 @@ def test_the_regressions_read_their_own_inputs_on_the_days_before_the_window():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """100 synthetic days, 3 catchments (one held out), 20-day windows every 10 days."""
-    from pipeline import config
-    from preprocessing.job import run_job
-    from preprocessing.plan import PreprocessConfig
-    from preprocessing.synth import generate
-
-    raw = tmp_path_factory.mktemp("raw")
-    generate(raw, start="2000-01-01", days=100, catchments=3, seed=2, progress=False)
-    out = tmp_path_factory.mktemp("data") / "dataset"
-    cfg = config.load(
-        PreprocessConfig,
-        raw / "preprocess.toml",
-        dict(out=out, window=20, stride=10, train="2000-01-01:2000-03-20",
-             val="2000-03-21:2000-04-09", test=None, samples_per_shard=4, progress=False,
-             holdout_catchments=["1"]),
-    )  # fmt: skip
-    run_job(cfg)
-    return out
+    return synth_dataset(tmp_path_factory, holdout_catchments=["1"])
 
 
 def test_fit_regressions_fits_rain_and_evaporation_and_with_soil_moisture(dataset):

@@ -17,17 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synth_dataset
 
 from hydromae.cli import main
-from pipeline import config
 from pipeline.history import CatchmentHistory
 from pipeline.manifest import Manifest
 from pipeline.runoff import RunoffSequences
 from pipeline.schema import IMAGE_MODALITIES, MODALITIES, STORE
 from pipeline.store import open_store
-from preprocessing.job import run_job
-from preprocessing.plan import PreprocessConfig
-from preprocessing.synth import generate
 from training.fit_baselines import training_flow_std, training_flow_stds
 from training.memory_pretrain import memory_parameters, pretrain_memory
 from training.optim import adamw
@@ -38,17 +35,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    raw = tmp_path_factory.mktemp("raw")
-    generate(raw, start="2000-01-01", days=100, catchments=3, seed=2, progress=False)
-    out = tmp_path_factory.mktemp("data") / "dataset"
-    cfg = config.load(
-        PreprocessConfig,
-        raw / "preprocess.toml",
-        dict(out=out, window=20, stride=10, train="2000-01-01:2000-03-20",
-             val="2000-03-21:2000-04-09", test=None, samples_per_shard=4, progress=False),
-    )  # fmt: skip
-    run_job(cfg)
-    return out
+    return synth_dataset(tmp_path_factory)
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -382,8 +369,11 @@ def test_the_memory_pretraining_moves_only_the_memory_lstm_and_flow_head(data):
     runoff = RunoffSequences(history, manifest, 20 + manifest.window, manifest.window)
     optimizer = adamw(torch.nn.ParameterList(memory_parameters(model)), 1e-2)
     logged = []
-    pretrain_memory(model, optimizer, runoff, 4, (0, 2), (0, 0), (loss_config(cfg), 1e-2, 1.0, 1),
-                    torch.device("cpu"), lambda *a: logged.append(a))  # fmt: skip
+    pretrain_memory(
+        model, optimizer, runoff, count=4, first=0, total=2, seed=0, rank=0,
+        loss_cfg=loss_config(cfg), lr=1e-2, grad_clip=1.0, world=1, device=torch.device("cpu"),
+        after_step=lambda *a: logged.append(a),
+    )  # fmt: skip
     assert [a[0] for a in logged] == [1, 2] and all(math.isfinite(a[1]) for a in logged)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith(("memory.lstm.", "memory.flow.")) for k in changed)

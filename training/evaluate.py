@@ -51,6 +51,7 @@ from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
 from training.plots import draw_examples, plot_holdout
 from training.scoring import (
+    IMAGE_REGRESSORS,
     REGRESSION_MASKS,
     Positions,
     SameMasks,
@@ -284,13 +285,14 @@ def baseline_predictions(
     else:  # what the encoder could see
         out["interpolation"] = interpolate_time(truth, valid & ~hidden)
     if m == "riverflow":
-        # held-out catchments have no flow record: the pooled regressions only; under
-        # forcing no soil moisture is seen: the regressions on rain and evaporation only
+        # held-out catchments have no flow record: the pooled regressions only; a
+        # regression that reads an image with no valid value left (soil moisture under
+        # forcing) has no input: not scored
+        withheld = {n for n in IMAGE_REGRESSORS if not seen[f"{n}_valid"].any()}
         which = tuple(
             k
             for k, r in regressions.items()
-            if (r.pooled or strategy != HOLDOUT)
-            and (strategy != "forcing" or "soil" not in r.names)
+            if (r.pooled or strategy != HOLDOUT) and not withheld & set(r.names)
         )
         visible = same.get(
             ("regression inputs", *(seen[k] for k in REGRESSION_MASKS)),

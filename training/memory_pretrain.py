@@ -74,23 +74,26 @@ def pretrain_memory(
     model: HydroMAE,
     optimizer: torch.optim.Optimizer,
     runoff: RunoffSequences,
+    *,
     count: int,
-    steps: tuple[int, int],
-    key: tuple[int, int],
-    settings: tuple[LossConfig, float, float, int],
+    first: int,
+    total: int,
+    seed: int,
+    rank: int,
+    loss_cfg: LossConfig,
+    lr: float,
+    grad_clip: float,
+    world: int,
     device: torch.device,
     after_step: Callable[[int, float, float, float], None],
 ) -> None:
-    """Steps ``steps[0]`` to ``steps[1] - 1`` of the memory's pretraining, each on ``count``
-    sequences drawn with ``key`` (seed, rank); ``settings``: the loss's config, the peak
-    learning rate, the clipping norm and the world size. ``after_step(step, loss, lr,
-    grad_norm)`` (the step counted from 1) logs and checkpoints."""
-    first, total = steps
-    loss_cfg, peak, clip, world = settings
-    seed, rank = key
+    """Steps ``first`` to ``total - 1`` of the memory's pretraining, each on ``count``
+    sequences drawn with (``seed``, ``rank``); ``lr`` the peak learning rate, warmed up
+    over the first tenth of ``total`` and decayed to 0 at ``total``. ``after_step(step,
+    loss, lr, grad_norm)`` (the step counted from 1) logs and checkpoints."""
     model.train()
     for step in range(first, total):
         batch = to_device(runoff.draw(count, seed, "memory", step, rank), device)
-        lr = peak * warmup_cosine(step, max(1, total // 10), total)
-        loss, norm = pretrain_step(model, optimizer, batch, loss_cfg, lr, clip, world)
-        after_step(step + 1, loss, lr, norm)
+        rate = lr * warmup_cosine(step, max(1, total // 10), total)
+        loss, norm = pretrain_step(model, optimizer, batch, loss_cfg, rate, grad_clip, world)
+        after_step(step + 1, loss, rate, norm)

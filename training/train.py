@@ -163,9 +163,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 save(0, k)
 
         pretrain_memory(
-            raw_model, memory_optimizer, runoff, cfg.runoff_sequences, (memory_step, total),
-            (cfg.seed, rank), (loss_cfg, cfg.lr, cfg.grad_clip, world), device,
-            after_memory_step,
+            raw_model, memory_optimizer, runoff, count=cfg.runoff_sequences, first=memory_step,
+            total=total, seed=cfg.seed, rank=rank, loss_cfg=loss_cfg, lr=cfg.lr,
+            grad_clip=cfg.grad_clip, world=world, device=device, after_step=after_memory_step,
         )  # fmt: skip
         memory_bar.close()
         memory_step = total
