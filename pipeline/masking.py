@@ -21,7 +21,7 @@ import torch
 
 from pipeline.grid import PatchGrid
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
-from pipeline.strategies import apply, draw
+from pipeline.strategies import draw, hide
 
 COUNT_TOLERANCE = 1e-9
 
@@ -194,7 +194,7 @@ class MaskDraws:
             out[f"{name}_mask"] = vec[:, min(j, vec.shape[1] - 1)]
         if self.strategies is not None and self.mode == "train":
             drawn = [draw(self.strategies, self._strategy_generator(key)) for key in keys]
-            out = apply(out, [name for name, _ in drawn], [offset for _, offset in drawn])
+            out = hide(out, [name for name, _ in drawn], [offset for _, offset in drawn])
             out["strategy"] = [name for name, _ in drawn]
         return out
 

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.collate import MultiScaleMaskedCollate
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
-from pipeline.strategies import apply
+from pipeline.strategies import hide
 
 STRATEGY_TITLES = {
     "seed": "seed (the specification's masks)",
@@ -24,6 +24,8 @@ STRATEGY_TITLES = {
     "riverflow": "riverflow withheld",
     "simulate": "simulate (weather seen, riverflow predicted on every day)",
     "withhold": "withhold (weather seen, riverflow predicted on every day)",
+    "forcing": "forcing (as simulate, soil moisture withheld on every day and before)",
+    "ungauged": "ungauged (riverflow predicted on every day)",
 }
 
 RED, GREEN, OCEAN = "#d62728", "#2ca02c", "#dbe9f6"
@@ -57,10 +59,9 @@ def draw_masks(
 
     grid, seq_len = collate.grid, collate.seq_len
     drawn = collate.generate_masks(1)
-    drawn["riverflow_valid"] = torch.ones_like(drawn["riverflow_mask"])
-    drawn = apply(drawn, [strategy], [0.3])
+    drawn = hide(drawn, [strategy], [0.3])
     if strategy == "riverflow":  # withheld on every day: never seen, as a masked series is
-        drawn["riverflow_mask"] = ~drawn["riverflow_valid"]
+        drawn["riverflow_mask"] = torch.ones_like(drawn["riverflow_mask"])
     masks = {k: drawn[k][0].numpy() for k in drawn if k.endswith("_mask")}
     valid = collate.valid_patch_indices.numpy()
     cmap = ListedColormap([GREEN, RED, OCEAN])  # 0 visible, 1 masked, 2 ocean

@@ -13,7 +13,9 @@ catchment's weather, with its riverflow as the target on the last ``target_days`
     runoff_static, runoff_static_valid  [A, n] float32, bool: the catchment's static attributes
     runoff_catchment, runoff_end        [A] int64: the catchment, the store's row of the last day
 
-values 0 where not valid, as the collate gives a sample's history.
+values 0 where not valid, as the collate gives a sample's history. A share of the
+sequences may withhold soil moisture (``forcing``), so that the memory learns the flow of
+the meteorological forcing alone as well.
 A target day always lies in the training period and a held-out catchment is never drawn;
 the weather before the training period (the spin-up) may be read, as a training window's
 history does. The draw is keyed by what the caller gives (the seed, the step, the rank),
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor
 
 from pipeline.finite import finite_values
-from pipeline.history import CatchmentHistory
+from pipeline.history import HISTORY_FEATURES, CatchmentHistory
 from pipeline.manifest import Manifest
 from pipeline.masking import new_generator
 
@@ -57,8 +59,11 @@ class RunoffSequences:
         self.history, self.length, self.target_days = history, length, target_days
         self.static = manifest.catchment_table().static  # [C, n]
 
-    def draw(self, count: int, *key: object) -> dict[str, Tensor]:
-        """``count`` sequences keyed by ``key`` (the same key, the same sequences)."""
+    def draw(self, count: int, *key: object, forcing: float = 0.0) -> dict[str, Tensor]:
+        """``count`` sequences keyed by ``key`` (the same key, the same sequences). A share
+        ``forcing`` of them (each drawn with that chance) have their soil moisture withheld
+        on every day, as the ``forcing`` strategy withholds it (``pipeline.strategies``):
+        flow from rain, temperature and evaporation alone."""
         rng = new_generator("runoff", *key)
         which = self.catchments[rng.integers(0, self.catchments.size, count)]  # [A]
         ends = self.ends[rng.integers(0, self.ends.size, count)]  # [A]
@@ -71,6 +76,9 @@ class RunoffSequences:
         target = np.zeros(self.length, dtype=bool)
         target[-self.target_days :] = True
         flow = np.where(inside & target[None, :], flow, np.nan)
+        if forcing:  # drawn last: the sequences themselves do not depend on the share
+            blind = rng.random(count) < forcing  # [A]
+            weather[blind, :, HISTORY_FEATURES.index("soil")] = np.nan
         out = {"runoff_catchment": torch.from_numpy(which), "runoff_end": torch.from_numpy(ends)}
         for suffix, values in (("", weather), ("_flow", flow), ("_static", self.static[which])):
             data, valid = finite_values(values.astype(np.float32))

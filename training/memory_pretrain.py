@@ -80,6 +80,7 @@ def pretrain_memory(
     total: int,
     seed: int,
     rank: int,
+    forcing: float = 0.0,
     loss_cfg: LossConfig,
     lr: float,
     grad_clip: float,
@@ -88,12 +89,13 @@ def pretrain_memory(
     after_step: Callable[[int, float, float, float], None],
 ) -> None:
     """Steps ``first`` to ``total - 1`` of the memory's pretraining, each on ``count``
-    sequences drawn with (``seed``, ``rank``); ``lr`` the peak learning rate, warmed up
+    sequences drawn with (``seed``, ``rank``), a share ``forcing`` of them without soil
+    moisture (``RunoffSequences.draw``); ``lr`` the peak learning rate, warmed up
     over the first tenth of ``total`` and decayed to 0 at ``total``. ``after_step(step,
     loss, lr, grad_norm)`` (the step counted from 1) logs and checkpoints."""
     model.train()
     for step in range(first, total):
-        batch = to_device(runoff.draw(count, seed, "memory", step, rank), device)
+        batch = to_device(runoff.draw(count, seed, "memory", step, rank, forcing=forcing), device)
         rate = lr * warmup_cosine(step, max(1, total // 10), total)
         loss, norm = pretrain_step(model, optimizer, batch, loss_cfg, rate, grad_clip, world)
         after_step(step + 1, loss, rate, norm)

@@ -41,6 +41,7 @@ from pipeline.manifest import Manifest
 from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
+from pipeline.strategies import withhold
 from training.budget import within_budget
 from training.catchment import (
     attribute_features,
@@ -226,6 +227,15 @@ class HydroMAE(nn.Module):
         return self.norm.weight.device
 
     # ------------------------------------------------------------ forward
+    def seen(self, batch: dict) -> dict:
+        """``batch`` on the model's device, each sample with its own images (a compact
+        batch's expanded), and what its training strategies (``batch["strategy"]``, where
+        the collate drew them) withhold made invalid (``pipeline.strategies.withhold``)."""
+        dev = self.device
+        batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        batch = expand_windows(batch)  # a compact batch's images: each sample's, on device
+        return withhold(batch, batch["strategy"]) if "strategy" in batch else batch
+
     def forward_encoder(self, batch: dict) -> Encoded:
         """Encode the visible tokens: features ``[B, 1 + S, D]`` (static token first; each
         group's visible tokens, padded to the batch's largest count), how to restore each
@@ -234,8 +244,7 @@ class HydroMAE(nn.Module):
         masked values are gathered away before anything touches them, and padding takes no
         part in attention. The series' tokens also carry the day's catchment weather."""
         dev = self.device
-        batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        batch = expand_windows(batch)  # a compact batch's images: each sample's, on device
+        batch = self.seen(batch)
         everything = self.cfg.encoder_tokens == "all"
         days = batch["evap"].shape[1]
         parts = {name: self._group_tokens(batch, name, mods) for name, mods in self.groups}
@@ -322,8 +331,7 @@ class HydroMAE(nn.Module):
         (with hints) the learned mix of the hints they started from ``[B, L, w]``; ``terms``
         are :meth:`forward_memory`'s, ``flow`` its riverflow on the window's days ``[B, T]``
         (a hint with ``flow_fill``; read through a stop-gradient with ``memory_detach``)."""
-        dev = self.device
-        batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        batch = self.seen(batch)
         h, restore, parts, weather, _, _ = encoded
         flow = (flow.detach() if self.cfg.memory_detach else flow) if self.cfg.flow_fill else None
         return self.decoder(batch, h, restore, parts, weather, terms, flow)
@@ -361,6 +369,7 @@ class HydroMAE(nn.Module):
         ``out["history_flow"]`` holds the memory's riverflow on the history days ``pred``,
         its ``target`` and ``valid`` ``[B, H]`` (``[B, H + T]`` with ``flow_fill``). A batch
         with rainfall-runoff sequences (``pipeline.runoff``) adds ``out["runoff"]``."""
+        batch = self.seen(batch)
         encoded = self.forward_encoder(batch)
         terms, flow = self.forward_memory(encoded)
         days = encoded.weather.shape[1]

@@ -164,7 +164,8 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
 
         pretrain_memory(
             raw_model, memory_optimizer, runoff, count=cfg.runoff_sequences, first=memory_step,
-            total=total, seed=cfg.seed, rank=rank, loss_cfg=loss_cfg, lr=cfg.lr,
+            total=total, seed=cfg.seed, rank=rank, forcing=cfg.runoff_forcing,
+            loss_cfg=loss_cfg, lr=cfg.lr,
             grad_clip=cfg.grad_clip, world=world, device=device, after_step=after_memory_step,
         )  # fmt: skip
         memory_bar.close()
@@ -191,7 +192,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 break
             if runoff is not None:  # keyed by the step: a resumed run draws the same
                 for micro, batch in enumerate(parts):
-                    batch.update(runoff.draw(cfg.runoff_sequences, cfg.seed, step, rank, micro))
+                    key = (cfg.seed, step, rank, micro)
+                    sequences = runoff.draw(cfg.runoff_sequences, *key, forcing=cfg.runoff_forcing)
+                    batch.update(sequences)
             parts = [to_device(batch, device) for batch in parts]
             waited = time.perf_counter() - began  # the loader's share of the step
             # this step's learning rate: linear warm-up, then cosine decay

@@ -165,6 +165,16 @@ class TrainConfig:
             "trained; 0: none. Needs --history-flow",
         },
     )
+    runoff_forcing: float = field(
+        default=0.0,
+        metadata={
+            "min": 0.0,
+            "max": 1.0,
+            "help": "the share of the rainfall-runoff sequences drawn with soil moisture "
+            "withheld (the forcing strategy's question: flow from rain, temperature and "
+            "evaporation alone); 0: none",
+        },
+    )
     runoff_weight: float = field(
         default=1.0,
         metadata={"min": 0.0, "help": "the loss's weight of the rainfall-runoff sequences"},
@@ -242,6 +252,11 @@ def build_model(cfg: TrainConfig, manifest: Manifest) -> HydroMAE:
         raise ValueError(
             "--history-flow trains the catchment memory on the days before each window: it "
             "needs --memory and --history-days"
+        )
+    if cfg.runoff_forcing and not cfg.runoff_sequences:
+        raise ValueError(
+            "--runoff-forcing is a share of the rainfall-runoff sequences: it "
+            "needs --runoff-sequences (how many a step)"
         )
     for flag, used in (
         ("--runoff-sequences", cfg.runoff_sequences),
