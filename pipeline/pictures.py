@@ -88,6 +88,7 @@ def draw_masks(
     ax.set_title(
         f"Image mask ({collate.mask_mode}): {counts.min()} of {valid.size} valid patches masked "
         f"each day{', a new draw every day' if counts.max() else ''}"
+        + ("; soil moisture withheld (never seen)" if strategy == "forcing" else "")
     )
 
     # 2. spatial pattern on the patch grid for a few days, coastline on top

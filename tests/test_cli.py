@@ -14,6 +14,7 @@ import torch
 from conftest import write_haduk_file
 
 from hydromae.cli import main
+from hydromae.viz_mask import STRATEGIES
 from pipeline import config
 from pipeline.landmask import reference_mask_path
 
@@ -82,9 +83,11 @@ def test_landmask_errors_name_the_file_and_variable(tmp_path, capsys):
     assert "no file matches" in capsys.readouterr().err
 
 
-def test_viz_mask_writes_a_png(tmp_path):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_viz_mask_draws_every_strategy(tmp_path, strategy):
     png = tmp_path / "mask_visualization_with_legend.png"
-    assert main(["viz-mask", "--mask", str(reference_mask_path()), "--out", str(png)]) == 0
+    args = ["viz-mask", "--mask", str(reference_mask_path()), "--out", str(png)]
+    assert main([*args, "--strategy", strategy]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
 

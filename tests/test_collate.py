@@ -464,7 +464,7 @@ def test_reused_images_and_given_memory_give_the_same_batch(small_mask_path):
 
 
 # ----------------------------------------------------------------- strategies
-MIX = {"seed": 0.3, "block": 0.2, "withhold": 0.3, "ungauged": 0.2}
+MIX = {"seed": 0.3, "block": 0.2, "withhold": 0.15, "ungauged": 0.2, "forcing": 0.15}
 
 
 def test_strategy_draw_is_keyed_whatever_the_batch(small_mask_path):
@@ -507,8 +507,11 @@ def test_each_strategy_hides_what_it_says(small_mask_path):
             assert torch.equal(image, seed_masks["precip_mask"][i])
             assert torch.equal(evap, seed_masks["evap_mask"][i]) and flow.all()
             assert torch.equal(batch["riverflow_valid"][i], seed_masks["riverflow_valid"][i])
-        else:  # withhold: images and evaporation seen, riverflow hidden on every day
+        else:  # withhold, forcing: images and evaporation seen, riverflow hidden every day
+            assert name in ("withhold", "forcing")
             assert not image[:, valid].any() and not evap.any() and flow.all()
+        # forcing's soil moisture is withheld by the model (pipeline.strategies.withhold)
+        assert torch.equal(batch["soil_valid"][i], seed_masks["soil_valid"][i])
         assert not image[:, [p for p in range(12) if p not in SMALL_VALID]].any()  # ocean
 
 

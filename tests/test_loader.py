@@ -34,7 +34,7 @@ from pipeline import config
 from pipeline.catchment import expand
 from pipeline.collate import expand_windows
 from pipeline.files import encode_json
-from pipeline.history import CatchmentHistory
+from pipeline.history import HISTORY_FEATURES, CatchmentHistory
 from pipeline.loader import LoaderConfig, _worker_start, build_loader, resolve_rank
 from pipeline.location import shard_label
 from pipeline.manifest import Manifest
@@ -789,6 +789,22 @@ def test_rainfall_runoff_sequences_are_keyed_gauged_and_scored_in_the_training_p
         np.testing.assert_array_equal(a["runoff_flow"][i].numpy(), np.nan_to_num(flow))
     with pytest.raises(ValueError, match="holds no 61-day target"):
         RunoffSequences(history, manifest, length=70, target_days=61)
+    # forcing: a keyed share of the same sequences without soil moisture, nothing else changed
+    blind = sequences.draw(64, 0, 3, 0, 0, forcing=0.5)
+    soil = HISTORY_FEATURES.index("soil")
+    lost = ~blind["runoff_valid"][..., soil].any(1) & a["runoff_valid"][..., soil].any(1)  # [A]
+    assert 10 < int(lost.sum()) < 54
+    assert not blind["runoff"][lost][..., soil].any()
+    kept = torch.ones(4, dtype=torch.bool)
+    kept[soil] = False
+    for k in a:
+        if k in ("runoff", "runoff_valid"):
+            assert torch.equal(blind[k][~lost], a[k][~lost]), k
+            assert torch.equal(blind[k][..., kept], a[k][..., kept]), k
+        else:
+            assert torch.equal(blind[k], a[k]), k
+    again = sequences.draw(64, 0, 3, 0, 0, forcing=0.5)
+    assert all(torch.equal(blind[k], again[k]) for k in blind)
 
 
 # ----------------------------------------------------------------- batches by window
@@ -872,7 +888,6 @@ def test_a_configuration_that_gives_no_batch_is_refused_with_its_numbers(dataset
 def test_samples_carry_their_catchments_weather_before_the_window(dataset, reader):
     import xarray as xr
 
-    from pipeline.history import HISTORY_FEATURES
     from pipeline.store import open_store
 
     m = Manifest.read(dataset)

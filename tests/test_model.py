@@ -8,6 +8,7 @@ import torch
 from conftest import SMALL_H, SMALL_P, SMALL_W
 
 from pipeline import MultiScaleMaskedCollate, strategies
+from pipeline.history import HISTORY_FEATURES
 from pipeline.masking import masked_count
 from pipeline.normalize import Normalizer, VariableStats
 from pipeline.schema import IMAGE_MODALITIES, VECTOR_MODALITIES
@@ -345,16 +346,27 @@ def test_simulate_shows_the_model_no_riverflow_value(small_mask_path, decoder, m
 @pytest.mark.parametrize("memory", [False, True])
 def test_forcing_shows_the_model_no_soil_moisture_and_no_riverflow(small_mask_path, memory):
     """``forcing``: rain, temperature and evaporation seen on every day; soil moisture and
-    riverflow never (change every value of both: predictions unchanged)."""
+    riverflow never, in the window or in the history before it (change every value of
+    both: predictions unchanged)."""
     batch, geometry = make_batch(small_mask_path)
+    h = 10
+    batch = with_history(batch, h)
     forced = strategies.apply(batch, ["forcing"] * 4)
     assert not forced["soil_valid"].any() and forced["riverflow_mask"].all()
     assert not (forced["precip_mask"].any() or forced["temp_mask"].any())
     assert not forced["evap_mask"].any()
-    model = model_for(geometry, "cross", memory=memory).eval()
+    soil = HISTORY_FEATURES.index("soil")
+    assert not forced["history_valid"][..., soil].any()
+    others = [i for i in range(len(HISTORY_FEATURES)) if i != soil]
+    assert forced["history_valid"][..., others].all()
+    assert batch["history_valid"].all()  # the batch given is not changed
+    model = model_for(geometry, "cross", history_days=h, memory=memory).eval()
     changed = dict(forced)
     changed["riverflow"] = torch.rand_like(forced["riverflow"]) * 100
     changed["soil"] = torch.rand_like(forced["soil"])
+    history = forced["history"].clone()
+    history[..., soil] = torch.rand_like(history[..., soil]) * 5
+    changed["history"] = history
     with torch.no_grad():
         out, again = model(forced), model(changed)
     for name in out:
@@ -363,6 +375,33 @@ def test_forcing_shows_the_model_no_soil_moisture_and_no_riverflow(small_mask_pa
         seen = model(strategies.apply({**batch, "soil": changed["soil"]}, ["simulate"] * 4))
         before = model(strategies.apply(batch, ["simulate"] * 4))
     assert not torch.equal(seen["riverflow"]["pred"], before["riverflow"]["pred"])
+    if memory:  # the memory reads the history's soil moisture where it is seen
+        with torch.no_grad():
+            read = model(strategies.apply({**batch, "history": history}, ["simulate"] * 4))
+        assert not torch.equal(read["riverflow"]["pred"], before["riverflow"]["pred"])
+
+
+def test_the_model_withholds_what_a_training_batchs_strategies_withhold(small_mask_path):
+    """A training batch carries its strategies' masks (the collate's ``hide``) and their
+    names (``strategy``); the model withholds what they withhold (``forcing``'s soil
+    moisture, window and history) itself: the same predictions as a batch given with its
+    validity already changed (``apply``), different from the soil seen."""
+    batch, geometry = make_batch(small_mask_path)
+    h = 10
+    batch = with_history(batch, h)
+    names = ["seed", "forcing", "withhold", "forcing"]
+    drawn = {**strategies.hide(batch, names), "strategy": names}
+    assert drawn["soil_valid"] is batch["soil_valid"]  # hide changes the masks alone
+    model = model_for(geometry, "cross", history_days=h, memory=True).eval()
+    with torch.no_grad():
+        out = model(drawn)
+        applied = model(strategies.apply(batch, names))
+        shown = model({k: v for k, v in drawn.items() if k != "strategy"})
+    for name in out:
+        assert torch.equal(out[name]["pred"], applied[name]["pred"]), name
+    flow = out["riverflow"]["pred"]  # [B, T, 1]
+    assert torch.equal(flow[[0, 2]], shown["riverflow"]["pred"][[0, 2]])
+    assert not torch.equal(flow[[1, 3]], shown["riverflow"]["pred"][[1, 3]])
 
 
 def test_the_encoder_takes_the_catchments_patches_first_within_its_budget(small_mask_path):

@@ -237,6 +237,8 @@ def test_norm_pix_loss_trains_without_hints_and_is_refused_with_them(data, tmp_p
     assert main([*train_args(data, run), "--steps", "1", "--memory-flow-loss", "catchment"]) == 2
     assert "--memory-flow-loss sets the units" in capsys.readouterr().err
     memory = ["--memory", "--history-days", "20", "--history-flow", "1"]
+    assert main([*train_args(data, run), "--runoff-forcing", "0.5", *memory]) == 2
+    assert "--runoff-forcing is a share of the rainfall-runoff" in capsys.readouterr().err
     assert main([*train_args(data, run), "--memory-pretrain-steps", "2", *memory]) == 2
     assert "--memory-pretrain-steps trains the memory on rainfall-runoff" in capsys.readouterr().err
     assert not (run / "checkpoint.pt").exists()
@@ -265,14 +267,15 @@ def test_half_precision_grids_train_to_nearly_the_same_losses(data, tmp_path, ca
 def test_a_model_with_history_memory_gated_mix_and_catchment_flow_loss_trains_resumes_evaluates(
     data, tmp_path
 ):
-    """With the history's flow, rainfall-runoff sequences and the memory's riverflow as a
-    hint (read through a stop-gradient): a resumed run logs the same losses as one never
+    """With the history's flow, rainfall-runoff sequences (half of them without soil
+    moisture), a training mix holding ``forcing`` and the memory's riverflow as a hint (read
+    through a stop-gradient): a resumed run logs the same losses as one never
     stopped (the sequences are drawn by step), and the evaluation scores the memory's own
     riverflow beside the model."""
     run, once = tmp_path / "run", tmp_path / "once"
     history = ["--history-days", "20", "--memory", "--decoder", "cross", "--flow-loss", "physical",
-               "--memory-flow-loss", "catchment", "--gated-mix", "--strategies", "seed=0.5",
-               "withhold=0.5", "--history-flow", "0.5",
+               "--memory-flow-loss", "catchment", "--gated-mix", "--strategies", "seed=0.4",
+               "withhold=0.3", "forcing=0.3", "--history-flow", "0.5", "--runoff-forcing", "0.5",
                "--runoff-sequences", "6", "--flow-fill", "--nearness", "--memory-detach",
                "--log-every", "1"]  # fmt: skip
     assert main([*train_args(data, run), "--steps", "2", *history]) == 0
