@@ -49,7 +49,7 @@ from training.baselines import (
 from training.checkpoint import load_model
 from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
-from training.plots import draw_examples, plot_holdout
+from training.plots import draw_examples, plot_whole_split
 from training.scoring import (
     IMAGE_REGRESSORS,
     REGRESSION_MASKS,
@@ -78,6 +78,9 @@ METHODS = (
 )
 HOLDOUT = "holdout"  # simulate, on the held-out catchments
 MASKS = {**{s: s for s in EVALUATION}, HOLDOUT: "simulate"}  # a strategy's masks
+# strategies whose whole split of one catchment is drawn (hydrograph_<strategy>.png), with
+# the baseline drawn beside the model: the strongest that reads what the strategy leaves seen
+WHOLE_SPLIT = {HOLDOUT: "pooled", "forcing": "regression"}
 
 
 @dataclass
@@ -133,7 +136,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     adjacency = patch_neighbours(valid_idx, manifest.grid.patch_cols)
     scores = Scores()
     shown: dict[tuple[str, str, str], torch.Tensor] = {}  # first batch, for the pictures
-    series: dict[int, list] = {}  # held-out catchments' windows under simulate
+    series: dict[str, dict[int, list]] = {s: {} for s in WHOLE_SPLIT}  # catchments' windows
     fitted = time.perf_counter()
     samples = passes = 0  # real samples, and (sample, strategy) forward passes
     total = min(len(loader), cfg.max_batches or len(loader))
@@ -161,11 +164,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 )  # fmt: skip
                 if i == 0:
                     shown.update({(strategy, m, k): v for (m, k), v in phys.items()})
-                if strategy == HOLDOUT:
+                if strategy in WHOLE_SPLIT:
+                    methods = ("model", WHOLE_SPLIT[strategy])
                     for j in np.flatnonzero(rows.numpy()):
-                        series.setdefault(int(batch["catchment_index"][j]), []).append(
+                        series[strategy].setdefault(int(batch["catchment_index"][j]), []).append(
                             (batch["start"][j], batch["riverflow"][j], batch["riverflow_valid"][j],
-                             {k: phys[("riverflow", k)][j] for k in ("model", "pooled")})
+                             {k: phys[("riverflow", k)][j] for k in methods})
                         )  # fmt: skip
             if i == 0 and cfg.plots:
                 seed = apply(batch, ["seed"] * len(batch["sample_key"]))
@@ -192,8 +196,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     }
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(result, indent=1) + "\n")
-    if cfg.plots and series:
-        plot_holdout(series, manifest, cfg.split, Path(cfg.out).parent / "hydrograph_holdout.png")
+    for strategy, kept in series.items():
+        if cfg.plots and kept:
+            png = Path(cfg.out).parent / f"hydrograph_{strategy}.png"
+            plot_whole_split(kept, strategy, WHOLE_SPLIT[strategy], manifest, cfg.split, png)
     print(table(result))
     return result
 

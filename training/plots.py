@@ -226,7 +226,7 @@ def draw_examples(
     """The evaluation's first batch, drawn into ``folder``: the middle day's maps of the
     real sample with the most varied riverflow, and that sample's hydrograph, under the
     seed's masks (``seen``). ``shown[(strategy, modality, method)]``: predictions in
-    physical units."""
+    physical units. Nothing is drawn that the evaluation's strategies did not score."""
     real = np.flatnonzero(batch["weight"].numpy() > 0)
     flow = np.where(batch["riverflow_valid"].numpy(), batch["riverflow"].numpy(), np.nan)
     spread = np.nan_to_num(np.nanstd(flow[real], axis=1), nan=-1.0) if real.size else [0]
@@ -270,23 +270,41 @@ def draw_examples(
         units=units["riverflow"],
         title=f"Riverflow, {split} sample {key}: masked days shaded",
     )
-    return [
-        plot_day_maps(maps, Path(folder) / "masked_day_maps.png"),
-        plot_hydrograph(hydro, Path(folder) / "hydrograph.png"),
-    ]
+    drawn = []  # what the strategies scored (seed's, riverflow's) can show
+    if images:
+        drawn.append(plot_day_maps(maps, Path(folder) / "masked_day_maps.png"))
+    if hydro.predictions:
+        drawn.append(plot_hydrograph(hydro, Path(folder) / "hydrograph.png"))
+    return drawn
 
 
-def plot_holdout(series: dict[int, list], manifest, split: str, png: Path) -> Path:
-    """The whole split of the held-out catchment with the most windows, under ``simulate``
-    (riverflow never seen): observed, the model and the pooled regression, window after
-    window. ``series[catchment]``: ``(start, observed [T], valid [T], {method: [T]})``."""
+WHOLE_SPLIT_TITLES = {
+    "holdout": "Held-out catchment {gauge}, {split} period: riverflow never seen (simulate), "
+    "predicted from the weather",
+    "forcing": "Catchment {gauge}, {split} period: riverflow and soil moisture never seen "
+    "(forcing), flow from rain, temperature and evaporation",
+}
+BASELINE_LABELS = {
+    "pooled": "pooled regression",
+    "regression": "lag regression (rain, evaporation)",
+}
+
+
+def plot_whole_split(
+    series: dict[int, list], strategy: str, baseline: str, manifest, split: str, png: Path
+) -> Path:
+    """The whole split of the catchment with the most windows (the first seen of those), under
+    ``strategy`` (``holdout``: a held-out catchment under ``simulate``; ``forcing``: a gauged
+    one with soil moisture withheld too), riverflow never seen: observed, the model and
+    ``baseline``, window after window. ``series[catchment]``: ``(start, observed [T],
+    valid [T], {method: [T]})``, mm/day."""
     catchment = max(series, key=lambda c: len(series[c]))
     windows = sorted(series[catchment], key=lambda w: w[0])
     dates = np.concatenate(
         [np.datetime64(s, "D") + np.arange(len(obs)) for s, obs, _, _ in windows]
     )
     observed = np.concatenate([np.where(v.numpy(), o.numpy(), np.nan) for _, o, v, _ in windows])
-    names = {"model": "model", "pooled": "pooled regression"}
+    names = {"model": "model", baseline: BASELINE_LABELS.get(baseline, baseline)}
     predictions = {
         label: np.concatenate([w[3][method].numpy() for w in windows])
         for method, label in names.items()
@@ -299,8 +317,7 @@ def plot_holdout(series: dict[int, list], manifest, split: str, png: Path) -> Pa
             masked=np.ones(len(dates), dtype=bool),
             predictions=predictions,
             units=manifest.variables["riverflow"].units,
-            title=f"Held-out catchment {gauge}, {split} period: riverflow never seen "
-            "(simulate), predicted from the weather",
+            title=WHOLE_SPLIT_TITLES[strategy].format(gauge=gauge, split=split),
         ),
         png,
     )
