@@ -179,8 +179,13 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     repeated = json.loads(again.read_text())
     assert repeated.pop("timing")["samples"] == result.pop("timing")["samples"]
     assert repeated == result  # eval masks: the same every time
-    for picture in ("masked_day_maps.png", "hydrograph.png"):  # beside --out
+    pictures = ("masked_day_maps.png", "hydrograph.png", "hydrograph_forcing.png")
+    for picture in pictures:  # beside --out
         assert (tmp_path / picture).stat().st_size > 10_000
+    alone = tmp_path / "forcing" / "metrics.json"  # one strategy: only what it can show
+    assert main([*args[:-1], str(alone), "--strategies", "forcing"]) == 0
+    assert set(json.loads(alone.read_text())["strategies"]) == {"forcing"}
+    assert sorted(p.name for p in alone.parent.glob("*.png")) == ["hydrograph_forcing.png"]
 
 
 def test_embed_writes_features_per_window_and_catchment(data, tmp_path):
