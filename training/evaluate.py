@@ -164,7 +164,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 )  # fmt: skip
                 if i == 0:
                     shown.update({(strategy, m, k): v for (m, k), v in phys.items()})
-                if strategy in WHOLE_SPLIT:
+                if cfg.plots and strategy in WHOLE_SPLIT:  # kept for the pictures only
                     methods = ("model", WHOLE_SPLIT[strategy])
                     for j in np.flatnonzero(rows.numpy()):
                         series[strategy].setdefault(int(batch["catchment_index"][j]), []).append(
@@ -197,7 +197,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(result, indent=1) + "\n")
     for strategy, kept in series.items():
-        if cfg.plots and kept:
+        if kept:
             png = Path(cfg.out).parent / f"hydrograph_{strategy}.png"
             plot_whole_split(kept, strategy, WHOLE_SPLIT[strategy], manifest, cfg.split, png)
     print(table(result))

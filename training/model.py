@@ -230,11 +230,14 @@ class HydroMAE(nn.Module):
     def seen(self, batch: dict) -> dict:
         """``batch`` on the model's device, each sample with its own images (a compact
         batch's expanded), and what its training strategies (``batch["strategy"]``, where
-        the collate drew them) withhold made invalid (``pipeline.strategies.withhold``)."""
+        the collate drew them) withhold made invalid (``pipeline.strategies.withhold``).
+        The names are consumed: a batch already seen passes through unchanged, so the
+        forward pass and its parts, each calling this, withhold once."""
         dev = self.device
         batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
         batch = expand_windows(batch)  # a compact batch's images: each sample's, on device
-        return withhold(batch, batch["strategy"]) if "strategy" in batch else batch
+        strategies = batch.pop("strategy", None)
+        return batch if strategies is None else withhold(batch, strategies)
 
     def forward_encoder(self, batch: dict) -> Encoded:
         """Encode the visible tokens: features ``[B, 1 + S, D]`` (static token first; each

@@ -164,9 +164,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
 
         pretrain_memory(
             raw_model, memory_optimizer, runoff, count=cfg.runoff_sequences, first=memory_step,
-            total=total, seed=cfg.seed, rank=rank, forcing=cfg.runoff_forcing,
-            loss_cfg=loss_cfg, lr=cfg.lr,
-            grad_clip=cfg.grad_clip, world=world, device=device, after_step=after_memory_step,
+            total=total, seed=cfg.seed, rank=rank, forcing=cfg.runoff_forcing, loss_cfg=loss_cfg,
+            lr=cfg.lr, grad_clip=cfg.grad_clip, world=world, device=device,
+            after_step=after_memory_step,
         )  # fmt: skip
         memory_bar.close()
         memory_step = total
