@@ -239,12 +239,18 @@ def main() -> None:
                 print(f"  {group:<9} {name:<27} {summary(values)}")
     if args.metrics:
         result = json.loads(args.metrics.read_text())["strategies"]
-        print("hydromae evaluate, riverflow never seen (median NSE, IQR):")
-        for strategy, label in (("simulate", "gauged"), ("holdout", "held out")):
+        print(
+            "hydromae evaluate, riverflow never seen (median NSE, IQR; forcing: soil "
+            "moisture withheld too, what CudaLSTM reads):"
+        )
+        for strategy, label in (
+            ("forcing", "gauged, forcing"), ("simulate", "gauged"),
+            ("holdout_forcing", "held out, forcing"), ("holdout", "held out"),
+        ):  # fmt: skip
             flows = result.get(strategy, {}).get("riverflow_catchments", {})
             for method, s in flows.items():
                 if "nse_median" in s:
-                    print(f"  {label:<9} {method:<27} {s['nse_median']:.3f} "
+                    print(f"  {label:<18} {method:<15} {s['nse_median']:.3f} "
                           f"({s['nse_q25']:.3f}..{s['nse_q75']:.3f}), "
                           f"{s['nse_catchments']} catchments")  # fmt: skip
     print(

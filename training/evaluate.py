@@ -7,7 +7,9 @@ the batch the model sees: the specification's masks (``seed``), a ``block`` of d
 day predicted: a rainfall-runoff model's setting) and ``forcing`` (``simulate`` with soil
 moisture hidden too: flow from rain, temperature and evaporation alone). ``holdout`` is
 ``simulate`` on the catchments the dataset held out of training (prediction in ungauged
-basins); the other strategies score the other catchments.
+basins), ``holdout_forcing`` ``forcing`` on them (ungauged, and from the forcing alone:
+what a rainfall-runoff model trained on the gauged catchments, such as CudaLSTM, answers
+there); the other strategies score the other catchments.
 
 For every modality: RMSE and MAE of the masked, valid values in normalised and physical
 units, for the model, its hints' mix (the network's correction silenced), its catchment
@@ -19,7 +21,7 @@ regression``) on the catchment means of its visible rain and evaporation (``regr
 ``pooled_soil``: the strongest simple baseline where soil moisture is seen, as under
 ``simulate``), each per catchment and pooled across catchments with their static
 attributes (the ``pooled`` ones: the baselines for held-out catchments, the only
-regressions ``holdout`` scores). Riverflow also gets NSE and KGE per catchment, median
+regressions the held-out strategies score). Riverflow also gets NSE and KGE per catchment, median
 and IQR. Padding samples (``weight`` 0) are never scored.
 """
 
@@ -77,7 +79,9 @@ METHODS = (
     "pooled_soil",
 )
 HOLDOUT = "holdout"  # simulate, on the held-out catchments
-MASKS = {**{s: s for s in EVALUATION}, HOLDOUT: "simulate"}  # a strategy's masks
+# strategies scored on the held-out catchments only, and the strategy whose masks they apply
+HELD_OUT = {HOLDOUT: "simulate", "holdout_forcing": "forcing"}
+MASKS = {**{s: s for s in EVALUATION}, **HELD_OUT}  # a strategy's masks
 # strategies whose whole split of one catchment is drawn (hydrograph_<strategy>.png), with
 # the baseline drawn beside the model: the strongest that reads what the strategy leaves seen
 WHOLE_SPLIT = {HOLDOUT: "pooled", "forcing": "regression"}
@@ -97,8 +101,9 @@ class EvaluateConfig:
     strategies: list[str] = field(
         default_factory=list,
         metadata={
-            "choices": (*EVALUATION, HOLDOUT),
-            "help": "strategies to score (none given: all; holdout where the dataset has it)",
+            "choices": (*EVALUATION, *HELD_OUT),
+            "help": "strategies to score (none given: all; the held-out ones, holdout and "
+            "holdout_forcing, where the dataset holds catchments out)",
         },
     )
     device: str = field(
@@ -130,7 +135,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     clim = fit_climatology(Path(cfg.data), manifest, norm)
     regressions = fit_regressions(Path(cfg.data), manifest, model.cfg.history_days)
     held = torch.from_numpy(holdout_indices(manifest))
-    strategies = [*EVALUATION, *([HOLDOUT] if held.numel() else [])]
+    strategies = [*EVALUATION, *(HELD_OUT if held.numel() else ())]
     strategies = [s for s in strategies if not cfg.strategies or s in cfg.strategies]
     valid_idx = torch.tensor(manifest.valid_patch_indices)
     adjacency = patch_neighbours(valid_idx, manifest.grid.patch_cols)
@@ -151,7 +156,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             samples += int(real.sum())
             same = SameMasks()  # results the batch's strategies share
             for strategy in strategies:
-                rows = real & (is_held if strategy == HOLDOUT else ~is_held)
+                rows = real & (is_held if strategy in HELD_OUT else ~is_held)
                 if not rows.any():
                     continue
                 b = len(batch["sample_key"])
@@ -226,7 +231,7 @@ def score_batch(
     shapes = {m: batch[m].shape for m in MODALITIES}
     truth = same.get(("truths",), lambda: truths(batch, norm, MODALITIES))
     masks = tuple(seen[k] for k in sorted(seen) if k.endswith(("_mask", "_valid")))
-    preds = same.get(  # holdout has simulate's masks: one forward pass serves both
+    preds = same.get(  # a held-out strategy has another's masks: one forward pass for both
         ("model", *masks),
         lambda: model_predictions(
             {g: {k: v.cpu() for k, v in d.items()} for g, d in model(seen).items()},
@@ -247,7 +252,7 @@ def score_batch(
             scores.add(strategy, m, method, result)
             if result.prediction is not None:
                 phys[(m, method)] = result.prediction
-        inputs = (m, strategy == HOLDOUT, rows, seen[f"{m}_mask"], seen[f"{m}_valid"])
+        inputs = (m, strategy in HELD_OUT, rows, seen[f"{m}_mask"], seen[f"{m}_valid"])
         if m == "riverflow":  # the regressions read the visible rain, evaporation and soil
             inputs += tuple(seen[k] for k in REGRESSION_MASKS)
         baselines = same.get(
@@ -298,7 +303,7 @@ def baseline_predictions(
         which = tuple(
             k
             for k, r in regressions.items()
-            if (r.pooled or strategy != HOLDOUT) and not withheld & set(r.names)
+            if (r.pooled or strategy not in HELD_OUT) and not withheld & set(r.names)
         )
         visible = same.get(
             ("regression inputs", *(seen[k] for k in REGRESSION_MASKS)),
