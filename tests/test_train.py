@@ -188,6 +188,36 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
     assert sorted(p.name for p in alone.parent.glob("*.png")) == ["hydrograph_forcing.png"]
 
 
+def test_evaluate_scores_the_held_out_catchments_alone_with_and_without_soil_moisture(
+    tmp_path_factory, tmp_path
+):
+    """``holdout`` and ``holdout_forcing`` score the catchments training never saw, and only
+    them: ``simulate``'s and ``forcing``'s questions there, with the pooled regressions
+    alone (no flow record to fit a catchment's own), and none that reads soil moisture
+    under ``holdout_forcing``; the other strategies score the gauged catchments."""
+    data = synth_dataset(tmp_path_factory, holdout_catchments=["1"])
+    held = json.loads((data / "manifest.json").read_text())["catchments"]["holdout"]
+    assert len(held) == 1
+    run = tmp_path / "run"
+    assert main([*train_args(data, run), "--steps", "2"]) == 0
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--run", str(run), "--data", str(data), "--split", "val",
+                 "--out", str(out), "--no-plots"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())["strategies"]
+    assert {"holdout", "holdout_forcing", "simulate", "forcing"} <= set(result)
+    base = {"model", "mix", "climatology", "interpolation"}
+    pooled = {"holdout": {"pooled", "pooled_soil"}, "holdout_forcing": {"pooled"}}
+    for strategy, regressions in pooled.items():
+        assert set(result[strategy]["riverflow"]) - {"units"} == base | regressions, strategy
+        assert result[strategy]["riverflow_catchments"]["model"]["nse_catchments"] == 1
+    for strategy in ("simulate", "forcing"):
+        assert result[strategy]["riverflow_catchments"]["model"]["nse_catchments"] == 2
+    a, b = result["holdout"]["riverflow"], result["holdout_forcing"]["riverflow"]
+    assert a["model"]["physical"]["count"] == b["model"]["physical"]["count"] > 0
+    assert a["pooled"] == b["pooled"]  # rain and evaporation: the same inputs
+    assert a["model"] != b["model"]  # the model's soil moisture is withheld
+
+
 def test_embed_writes_features_per_window_and_catchment(data, tmp_path):
     import xarray as xr
 
