@@ -59,7 +59,7 @@ SIZE_FLAGS: dict[str, list[str]] = {
     "train": [
         "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--workers", "0",
         "--val-every", "2", "--val-batches", "1", "--log-every", "1",
-        "--checkpoint-every", "1",
+        "--checkpoint-every", "1", "--runoff-sequences", "8", "--memory-pretrain-steps", "1",
     ],
 }  # fmt: skip
 
@@ -484,16 +484,19 @@ def test_compose_commands_run_with_their_configs(compose, tmp_path):
     run = containers["train"].host(train_cfg["out"])
     assert (run / "checkpoint.pt").is_file()
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert any("val_loss" in s for s in steps) and max(s["step"] for s in steps) == 2
-    # the recipe of train.toml is the one trained (the memory over the year of history, the
-    # gated mix, the history's flow as the memory's target)
+    assert any("val_loss" in s for s in steps) and max(s.get("step", 0) for s in steps) == 2
+    assert any("memory_step" in s for s in steps)  # the memory trained alone first
+    # the recipe of train.toml is the one trained (the strategy mix with forcing, the memory
+    # over the year of history and its rainfall-runoff sequences, the memory's flow as a
+    # fill, the gated mix with nearness)
     state = torch.load(run / "checkpoint.pt", weights_only=False)
-    model_cfg = state["model_config"]
-    assert model_cfg["memory"] == train_cfg["memory"]
-    assert model_cfg["gated_mix"] == train_cfg["gated_mix"]
+    model_cfg, cfg = state["model_config"], state["config"]
+    for key in ("memory", "gated_mix", "history_days", "flow_fill", "nearness"):
+        assert model_cfg[key] == train_cfg[key], key
     assert model_cfg["history_flow"]
-    assert state["config"]["history_flow"] == train_cfg["history_flow"]
-    assert model_cfg["history_days"] == train_cfg["history_days"]
+    for key in ("strategies", "history_flow", "runoff_forcing", "memory_flow_loss"):
+        assert cfg[key] == train_cfg[key], key
+    assert train_cfg["strategies"]["forcing"] > 0 and cfg["runoff_sequences"] == 8
 
 
 def test_compose_configs_hold_only_known_settings():
