@@ -35,6 +35,12 @@ def synth_dataset(tmp_path_factory, **settings) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def held_out_dataset(tmp_path_factory) -> Path:
+    """``synth_dataset`` with one of its 3 catchments held out of training (read only)."""
+    return synth_dataset(tmp_path_factory, holdout_catchments=["1"])
+
+
 def small_land_mask() -> np.ndarray:
     """``[40, 30]`` bool mask whose 12 patches have known land fractions.
 

@@ -3,12 +3,9 @@ NSE/KGE."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import synth_dataset
 
 from training.baselines import (
     Climatology,
@@ -420,13 +417,7 @@ def test_the_regressions_read_their_own_inputs_on_the_days_before_the_window():
             assert moved == (feature in regression.names), (feature, name)
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """100 synthetic days, 3 catchments (one held out), 20-day windows every 10 days."""
-    return synth_dataset(tmp_path_factory, holdout_catchments=["1"])
-
-
-def test_fit_regressions_fits_rain_and_evaporation_and_with_soil_moisture(dataset):
+def test_fit_regressions_fits_rain_and_evaporation_and_with_soil_moisture(held_out_dataset):
     """The four regressions, each the fit of its own inputs' catchment means on the
     training windows: the rain and evaporation ones as if soil moisture were never read."""
     from pipeline.history import catchment_series
@@ -434,8 +425,8 @@ def test_fit_regressions_fits_rain_and_evaporation_and_with_soil_moisture(datase
     from pipeline.schema import STORE
     from training.fit_baselines import fit_regressions, holdout_indices
 
-    manifest = Manifest.read(dataset)
-    fits = fit_regressions(dataset, manifest)
+    manifest = Manifest.read(held_out_dataset)
+    fits = fit_regressions(held_out_dataset, manifest)
     assert {name: (r.pooled, r.names) for name, r in fits.items()} == {
         "regression": (False, RAIN_EVAP),
         "pooled": (True, RAIN_EVAP),
@@ -443,7 +434,7 @@ def test_fit_regressions_fits_rain_and_evaporation_and_with_soil_moisture(datase
         "pooled_soil": (True, WITH_SOIL),
     }
     names = ("soil", "riverflow", "evap", "precip")  # read apart, in another order
-    series = catchment_series(str(dataset / STORE), manifest, names)  # [time, C, 4]
+    series = catchment_series(str(held_out_dataset / STORE), manifest, names)  # [time, C, 4]
     starts = [(s - manifest.period.start).days for s in manifest.window_starts("train")]
 
     def windows(name: str) -> np.ndarray:  # [W, T, C]

@@ -189,13 +189,13 @@ def test_evaluate_scores_model_and_baselines_on_the_same_masks(data, tmp_path, c
 
 
 def test_evaluate_scores_the_held_out_catchments_alone_with_and_without_soil_moisture(
-    tmp_path_factory, tmp_path
+    held_out_dataset, tmp_path
 ):
     """``holdout`` and ``holdout_forcing`` score the catchments training never saw, and only
     them: ``simulate``'s and ``forcing``'s questions there, with the pooled regressions
     alone (no flow record to fit a catchment's own), and none that reads soil moisture
     under ``holdout_forcing``; the other strategies score the gauged catchments."""
-    data = synth_dataset(tmp_path_factory, holdout_catchments=["1"])
+    data = held_out_dataset
     held = json.loads((data / "manifest.json").read_text())["catchments"]["holdout"]
     assert len(held) == 1
     run = tmp_path / "run"

@@ -21,8 +21,8 @@ regression``) on the catchment means of its visible rain and evaporation (``regr
 ``pooled_soil``: the strongest simple baseline where soil moisture is seen, as under
 ``simulate``), each per catchment and pooled across catchments with their static
 attributes (the ``pooled`` ones: the baselines for held-out catchments, the only
-regressions the held-out strategies score). Riverflow also gets NSE and KGE per catchment, median
-and IQR. Padding samples (``weight`` 0) are never scored.
+regressions the held-out strategies score). Riverflow also gets NSE and KGE per
+catchment, median and IQR. Padding samples (``weight`` 0) are never scored.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from training.baselines import (
 from training.checkpoint import load_model
 from training.device import pick_device
 from training.fit_baselines import fit_climatology, fit_regressions, holdout_indices
-from training.plots import draw_examples, plot_whole_split
+from training.plots import WHOLE_SPLIT, draw_examples, plot_whole_split
 from training.scoring import (
     IMAGE_REGRESSORS,
     REGRESSION_MASKS,
@@ -82,9 +82,6 @@ HOLDOUT = "holdout"  # simulate, on the held-out catchments
 # strategies scored on the held-out catchments only, and the strategy whose masks they apply
 HELD_OUT = {HOLDOUT: "simulate", "holdout_forcing": "forcing"}
 MASKS = {**{s: s for s in EVALUATION}, **HELD_OUT}  # a strategy's masks
-# strategies whose whole split of one catchment is drawn (hydrograph_<strategy>.png), with
-# the baseline drawn beside the model: the strongest that reads what the strategy leaves seen
-WHOLE_SPLIT = {HOLDOUT: "pooled", "forcing": "regression"}
 
 
 @dataclass
@@ -155,12 +152,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             real = batch["weight"] > 0
             samples += int(real.sum())
             same = SameMasks()  # results the batch's strategies share
+            b = len(batch["sample_key"])
+            offsets = block_offsets(batch["sample_key"], train_cfg["seed"])  # block's days
             for strategy in strategies:
                 rows = real & (is_held if strategy in HELD_OUT else ~is_held)
                 if not rows.any():
                     continue
-                b = len(batch["sample_key"])
-                offsets = block_offsets(batch["sample_key"], train_cfg["seed"])
                 seen = apply(batch, [MASKS[strategy]] * b, offsets)
                 passes += int(rows.sum())
                 phys = score_batch(
@@ -170,14 +167,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 if i == 0:
                     shown.update({(strategy, m, k): v for (m, k), v in phys.items()})
                 if cfg.plots and strategy in WHOLE_SPLIT:  # kept for the pictures only
-                    methods = ("model", WHOLE_SPLIT[strategy])
+                    methods = ("model", WHOLE_SPLIT[strategy][0])
                     for j in np.flatnonzero(rows.numpy()):
                         series[strategy].setdefault(int(batch["catchment_index"][j]), []).append(
                             (batch["start"][j], batch["riverflow"][j], batch["riverflow_valid"][j],
                              {k: phys[("riverflow", k)][j] for k in methods})
                         )  # fmt: skip
             if i == 0 and cfg.plots:
-                seed = apply(batch, ["seed"] * len(batch["sample_key"]))
+                seed = apply(batch, ["seed"] * b)
                 folder = Path(cfg.out).parent
                 draw_examples(batch, seed, shown, manifest, Path(cfg.data), cfg.split, folder)
     bar.close()
@@ -204,7 +201,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     for strategy, kept in series.items():
         if kept:
             png = Path(cfg.out).parent / f"hydrograph_{strategy}.png"
-            plot_whole_split(kept, strategy, WHOLE_SPLIT[strategy], manifest, cfg.split, png)
+            plot_whole_split(kept, strategy, manifest, cfg.split, png)
     print(table(result))
     return result
 

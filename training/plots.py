@@ -278,33 +278,39 @@ def draw_examples(
     return drawn
 
 
-WHOLE_SPLIT_TITLES = {
-    "holdout": "Held-out catchment {gauge}, {split} period: riverflow never seen (simulate), "
-    "predicted from the weather",
-    "forcing": "Catchment {gauge}, {split} period: riverflow and soil moisture never seen "
-    "(forcing), flow from rain, temperature and evaporation",
-}
-BASELINE_LABELS = {
-    "pooled": "pooled regression",
-    "regression": "lag regression (rain, evaporation)",
-}
+# strategies whose whole split of one catchment is drawn (hydrograph_<strategy>.png): the
+# baseline drawn beside the model (the strongest that reads what the strategy leaves
+# seen), its label, and the title
+WHOLE_SPLIT = {
+    "holdout": (
+        "pooled", "pooled regression",
+        "Held-out catchment {gauge}, {split} period: riverflow never seen (simulate), "
+        "predicted from the weather",
+    ),
+    "forcing": (
+        "regression", "lag regression (rain, evaporation)",
+        "Catchment {gauge}, {split} period: riverflow and soil moisture never seen "
+        "(forcing), flow from rain, temperature and evaporation",
+    ),
+}  # fmt: skip
 
 
 def plot_whole_split(
-    series: dict[int, list], strategy: str, baseline: str, manifest, split: str, png: Path
+    series: dict[int, list], strategy: str, manifest, split: str, png: Path
 ) -> Path:
     """The whole split of the catchment with the most windows (the first seen of those), under
     ``strategy`` (``holdout``: a held-out catchment under ``simulate``; ``forcing``: a gauged
     one with soil moisture withheld too), riverflow never seen: observed, the model and
-    ``baseline``, window after window. ``series[catchment]``: ``(start, observed [T],
-    valid [T], {method: [T]})``, mm/day."""
+    the strategy's baseline (``WHOLE_SPLIT``), window after window. ``series[catchment]``:
+    ``(start, observed [T], valid [T], {method: [T]})``, mm/day."""
+    baseline, label, title = WHOLE_SPLIT[strategy]
     catchment = max(series, key=lambda c: len(series[c]))
     windows = sorted(series[catchment], key=lambda w: w[0])
     dates = np.concatenate(
         [np.datetime64(s, "D") + np.arange(len(obs)) for s, obs, _, _ in windows]
     )
     observed = np.concatenate([np.where(v.numpy(), o.numpy(), np.nan) for _, o, v, _ in windows])
-    names = {"model": "model", baseline: BASELINE_LABELS.get(baseline, baseline)}
+    names = {"model": "model", baseline: label}
     predictions = {
         label: np.concatenate([w[3][method].numpy() for w in windows])
         for method, label in names.items()
@@ -317,7 +323,7 @@ def plot_whole_split(
             masked=np.ones(len(dates), dtype=bool),
             predictions=predictions,
             units=manifest.variables["riverflow"].units,
-            title=WHOLE_SPLIT_TITLES[strategy].format(gauge=gauge, split=split),
+            title=title.format(gauge=gauge, split=split),
         ),
         png,
     )
